@@ -30,6 +30,7 @@ class Reason(StrEnum):
     VARIATION_NOT_FOUND = "VariationNotFound"
     SEGMENT_NOT_FOUND = "SegmentNotFound"
     FEATBIT_REJECTED = "FeatBitRejected"
+    FLAG_MISCONFIGURED = "FlagMisconfigured"
     FEATBIT_SYNCED = "FeatBitSynced"
     # Guardrails
     GUARDRAILS_PASSED = "GuardrailsPassed"
@@ -53,6 +54,7 @@ WARNING_REASONS = frozenset(
         Reason.VARIATION_NOT_FOUND,
         Reason.SEGMENT_NOT_FOUND,
         Reason.FEATBIT_REJECTED,
+        Reason.FLAG_MISCONFIGURED,
         Reason.GUARDRAIL_WARNING,
         Reason.GUARDRAIL_BREACHED,
         Reason.GUARDRAIL_QUERY_FAILED,

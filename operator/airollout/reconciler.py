@@ -1,0 +1,293 @@
+"""One pass over one AIRollout: observe FeatBit and Prometheus, plan, act on FeatBit, return what to commit.
+
+The planner decides; this module only gathers what it needs and carries out its actions, in order:
+FeatBit first, and the new status only once FeatBit confirmed. It knows nothing of Kopf: the handlers hand it
+the resource and write back what it returns, so it is tested against the FeatBit double without a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from airollout.featbit.errors import (
+    FeatBitError,
+    FeatBitRejected,
+    FlagNotFound,
+    InvalidToken,
+    PermissionDenied,
+    SegmentNotFound,
+    VariationNotFound,
+)
+from airollout.featbit.targeting import Exposure, build_targeting, targeting_of
+from airollout.guardrails.judging import GuardrailVerdict
+from airollout.guardrails.prometheus import MetricsSource, measure
+from airollout.guardrails.templating import QueryTemplateInvalid, QueryVariables, validate_query
+from airollout.model import AIRolloutSpec, AIRolloutStatus, Phase
+from airollout.planner import (
+    ApplyStage,
+    Decision,
+    FlagSync,
+    FlagView,
+    Observation,
+    Problem,
+    RollBack,
+    analysis_due,
+    granted_segments,
+    plan,
+    plan_failure,
+)
+from airollout.reasons import Reason
+
+
+class FlagService(Protocol):
+    """The part of FeatBit's management API a rollout uses (FeatBitClient is the real one)."""
+
+    async def get_flag(self, env_id: str, key: str) -> dict[str, Any]: ...
+
+    async def write_targeting(self, env_id: str, key: str, derive: Any, *, comment: str) -> str: ...
+
+    async def toggle(self, env_id: str, key: str, enabled: bool, *, comment: str) -> str: ...
+
+    async def resolve_segments(self, env_id: str, keys: Sequence[str]) -> dict[str, str]: ...
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """The resource as the handlers read it."""
+
+    namespace: str
+    name: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+    verb: str | None = None
+    actor: str = "operator"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Connections:
+    """How to reach FeatBit and Prometheus for this rollout, or why not."""
+
+    flags: FlagService | None
+    metrics: MetricsSource | None = None
+    problem: Problem | None = None
+
+
+def parse_spec(raw: Mapping[str, Any]) -> tuple[AIRolloutSpec | None, str | None]:
+    """The spec, or a message naming each bad field (what the CRD could not check, e.g. query templates)."""
+    try:
+        spec = AIRolloutSpec.model_validate(dict(raw))
+    except ValidationError as error:
+        problems = [f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
+        return None, "invalid spec: " + "; ".join(problems)
+    for index, guardrail in enumerate(spec.guardrails):
+        try:
+            validate_query(guardrail.query)
+        except QueryTemplateInvalid as error:
+            return None, f"invalid spec: spec.guardrails[{index}].query ({guardrail.name}): {error}"
+    return spec, None
+
+
+def parse_status(raw: Mapping[str, Any]) -> AIRolloutStatus:
+    return AIRolloutStatus.model_validate(dict(raw or {}))
+
+
+async def reconcile(rollout: Rollout, connections: Connections, now: datetime) -> Decision:
+    """Observe, plan and act once; the returned decision's status is what to write."""
+    status = parse_status(rollout.status)
+    spec, invalid = parse_spec(rollout.spec)
+    if spec is None:
+        return plan(_placeholder_spec(), status, Observation(invalid_spec=invalid), now, rollout.generation)
+
+    segment_ids: dict[str, str] = {}
+    observation = Observation(verb=rollout.verb, actor=rollout.actor, problem=connections.problem)
+    flags = connections.flags
+    if flags is not None and connections.problem is None:
+        try:
+            segment_ids = await _segment_ids(flags, spec)
+            flag_view = await _observe_flag(flags, spec, status, segment_ids)
+            observation = Observation(verb=rollout.verb, actor=rollout.actor, flag=flag_view)
+        except FeatBitError as error:
+            observation = Observation(verb=rollout.verb, actor=rollout.actor, problem=problem_of(error))
+        except VariationNotFound as error:
+            observation = Observation(
+                verb=rollout.verb, actor=rollout.actor, problem=Problem(Reason.VARIATION_NOT_FOUND, str(error))
+            )
+        except _Misconfigured as error:
+            observation = Observation(
+                verb=rollout.verb, actor=rollout.actor, problem=Problem(Reason.FLAG_MISCONFIGURED, str(error))
+            )
+
+    if connections.metrics is not None and analysis_due(spec, status, now):
+        verdicts = await _measure(spec, status, rollout.namespace, connections.metrics)
+        observation = Observation(
+            flag=observation.flag,
+            problem=observation.problem,
+            verdicts=verdicts,
+            verb=observation.verb,
+            actor=observation.actor,
+        )
+
+    decision = plan(spec, status, observation, now, rollout.generation)
+    if not decision.actions:
+        return decision
+    if flags is None:
+        problem = connections.problem or Problem(Reason.FEATBIT_UNAVAILABLE, "no FeatBit connection")
+        return plan_failure(status, problem, now, rollout.generation)
+    try:
+        revision = None
+        for action in decision.actions:
+            comment = f"AIRollout {rollout.ref} {action.comment}"
+            if isinstance(action, ApplyStage):
+                revision = await apply_stage(flags, spec, action.index, segment_ids, comment)
+            elif isinstance(action, RollBack):
+                revision = await roll_back(flags, spec, comment)
+    except FeatBitError as error:
+        return plan_failure(status, problem_of(error), now, rollout.generation)
+    except (VariationNotFound, _Misconfigured) as error:
+        reason = Reason.VARIATION_NOT_FOUND if isinstance(error, VariationNotFound) else Reason.FLAG_MISCONFIGURED
+        return plan_failure(status, Problem(reason, str(error)), now, rollout.generation)
+    return Decision(
+        status=decision.status.model_copy(update={"flag_revision": revision}),
+        actions=decision.actions,
+        entries=decision.entries,
+        consume_verb=decision.consume_verb,
+    )
+
+
+def exposure(spec: AIRolloutSpec, index: int, segment_ids: Mapping[str, str]) -> Exposure:
+    stage = spec.stages[index]
+    return Exposure(
+        percentage=stage.percentage,
+        granted_segment_ids=tuple(segment_ids[key] for key in granted_segments(spec, index)),
+        audience_segment_ids=tuple(segment_ids[key] for key in stage.audience),
+    )
+
+
+async def apply_stage(
+    flags: FlagService, spec: AIRolloutSpec, index: int, segment_ids: Mapping[str, str], comment: str
+) -> str:
+    """Make FeatBit serve stage ``index``; a no-op write when it already does. Returns the revision."""
+    target = exposure(spec, index, segment_ids)
+    flag_ref = spec.flag
+    flag = await flags.get_flag(flag_ref.env_id, flag_ref.key)
+    _check_kill_switch_serves_control(flag, spec)
+
+    def derive(current: dict[str, Any]) -> dict[str, Any]:
+        return build_targeting(
+            current, target, candidate=flag_ref.candidate, control=flag_ref.control, dispatch_key=flag_ref.dispatch_key
+        )
+
+    revision = await flags.write_targeting(flag_ref.env_id, flag_ref.key, derive, comment=comment)
+    if not flag.get("isEnabled"):
+        revision = await flags.toggle(flag_ref.env_id, flag_ref.key, True, comment=comment)
+    return revision
+
+
+async def roll_back(flags: FlagService, spec: AIRolloutSpec, comment: str) -> str:
+    """Turn the flag off (everyone gets control at once), then reset its targeting to control."""
+    flag_ref = spec.flag
+    await flags.toggle(flag_ref.env_id, flag_ref.key, False, comment=comment)
+
+    def derive(current: dict[str, Any]) -> dict[str, Any]:
+        return build_targeting(
+            current, None, candidate=flag_ref.candidate, control=flag_ref.control, dispatch_key=flag_ref.dispatch_key
+        )
+
+    return await flags.write_targeting(flag_ref.env_id, flag_ref.key, derive, comment=comment)
+
+
+def problem_of(error: FeatBitError) -> Problem:
+    """A FeatBit failure as a condition: which reason, and the client's actionable message."""
+    reason = {
+        InvalidToken: Reason.INVALID_TOKEN,
+        PermissionDenied: Reason.PERMISSION_DENIED,
+        FlagNotFound: Reason.FLAG_NOT_FOUND,
+        SegmentNotFound: Reason.SEGMENT_NOT_FOUND,
+        FeatBitRejected: Reason.FEATBIT_REJECTED,
+    }.get(type(error), Reason.FEATBIT_UNAVAILABLE)
+    return Problem(reason, str(error))
+
+
+class _Misconfigured(Exception):
+    """The flag cannot be rolled out safely as it is configured in FeatBit."""
+
+
+def _check_kill_switch_serves_control(flag: Mapping[str, Any], spec: AIRolloutSpec) -> None:
+    # The kill switch turns the flag off, and FeatBit then serves its off-variation: it must be the control.
+    off = flag.get("disabledVariationId")
+    if off != spec.flag.control:
+        raise _Misconfigured(
+            f"flag {spec.flag.key} serves {off!r} when switched off, so the kill switch would not serve the control "
+            f"{spec.flag.control!r}: set the flag's off-variation to {spec.flag.control!r} in FeatBit"
+        )
+
+
+async def _segment_ids(flags: FlagService, spec: AIRolloutSpec) -> dict[str, str]:
+    keys = sorted({key for stage in spec.stages for key in (*stage.segments, *stage.audience)})
+    if not keys:
+        return {}
+    return await flags.resolve_segments(spec.flag.env_id, keys)
+
+
+async def _observe_flag(
+    flags: FlagService, spec: AIRolloutSpec, status: AIRolloutStatus, segment_ids: Mapping[str, str]
+) -> FlagView | None:
+    """Read the flag and tell whether it serves what status says, a later stage, or someone else's change."""
+    if status.phase not in (Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED):
+        return None
+    flag = await flags.get_flag(spec.flag.env_id, spec.flag.key)
+    _check_kill_switch_serves_control(flag, spec)
+    revision = str(flag.get("revision"))
+    if status.stage_index is None or revision == status.flag_revision:
+        return FlagView(sync=FlagSync.IN_SYNC, revision=revision)
+    actual = targeting_of(flag)
+    ref = spec.flag
+
+    def serves(target: Exposure | None) -> bool:
+        built = build_targeting(
+            flag, target, candidate=ref.candidate, control=ref.control, dispatch_key=ref.dispatch_key
+        )
+        return actual == targeting_of(built)
+
+    if not flag.get("isEnabled"):
+        sync = FlagSync.ROLLED_BACK if serves(None) else FlagSync.EDITED
+        return FlagView(sync=sync, revision=revision)
+    for index in range(min(status.stage_index, len(spec.stages) - 1), len(spec.stages)):
+        if serves(exposure(spec, index, segment_ids)):
+            if index == status.stage_index:
+                return FlagView(sync=FlagSync.IN_SYNC, revision=revision)
+            return FlagView(sync=FlagSync.AHEAD, revision=revision, stage_index=index)
+    return FlagView(sync=FlagSync.EDITED, revision=revision)
+
+
+async def _measure(
+    spec: AIRolloutSpec, status: AIRolloutStatus, namespace: str, metrics: MetricsSource
+) -> tuple[GuardrailVerdict, ...]:
+    variables = QueryVariables(flag=spec.flag.key, namespace=namespace, stage=status.stage_name or "")
+    return tuple(
+        await asyncio.gather(
+            *(measure(g, variables, metrics, spec.flag.candidate, spec.flag.control) for g in spec.guardrails)
+        )
+    )
+
+
+def _placeholder_spec() -> AIRolloutSpec:
+    """Stands in for a spec that does not parse: the planner then only records why (InvalidSpec)."""
+    return AIRolloutSpec.model_validate(
+        {
+            "flag": {"key": "invalid", "envId": "invalid", "candidate": "a", "control": "b"},
+            "featbit": {"url": "http://invalid", "tokenSecretRef": {"name": "invalid"}},
+            "stages": [{"name": "invalid"}],
+        }
+    )
