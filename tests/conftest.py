@@ -3,6 +3,11 @@
 import os
 from pathlib import Path
 
+import pytest
+
+# Support modules import one another; rewriting them all up front keeps their asserts informative.
+pytest.register_assert_rewrite("tests.support")
+
 pytest_plugins = sorted(
     f"tests.support.{path.stem}" for path in (Path(__file__).parent / "support").glob("*.py") if path.stem != "__init__"
 )

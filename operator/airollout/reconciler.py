@@ -119,10 +119,6 @@ async def reconcile(rollout: Rollout, connections: Connections, now: datetime) -
             observation = Observation(verb=rollout.verb, actor=rollout.actor, flag=flag_view)
         except FeatBitError as error:
             observation = Observation(verb=rollout.verb, actor=rollout.actor, problem=problem_of(error))
-        except VariationNotFound as error:
-            observation = Observation(
-                verb=rollout.verb, actor=rollout.actor, problem=Problem(Reason.VARIATION_NOT_FOUND, str(error))
-            )
         except _Misconfigured as error:
             observation = Observation(
                 verb=rollout.verb, actor=rollout.actor, problem=Problem(Reason.FLAG_MISCONFIGURED, str(error))
@@ -154,9 +150,8 @@ async def reconcile(rollout: Rollout, connections: Connections, now: datetime) -
                 revision = await roll_back(flags, spec, comment)
     except FeatBitError as error:
         return plan_failure(status, problem_of(error), now, rollout.generation)
-    except (VariationNotFound, _Misconfigured) as error:
-        reason = Reason.VARIATION_NOT_FOUND if isinstance(error, VariationNotFound) else Reason.FLAG_MISCONFIGURED
-        return plan_failure(status, Problem(reason, str(error)), now, rollout.generation)
+    except _Misconfigured as error:
+        return plan_failure(status, Problem(Reason.FLAG_MISCONFIGURED, str(error)), now, rollout.generation)
     return Decision(
         status=decision.status.model_copy(update={"flag_revision": revision}),
         actions=decision.actions,
@@ -214,6 +209,7 @@ def problem_of(error: FeatBitError) -> Problem:
         PermissionDenied: Reason.PERMISSION_DENIED,
         FlagNotFound: Reason.FLAG_NOT_FOUND,
         SegmentNotFound: Reason.SEGMENT_NOT_FOUND,
+        VariationNotFound: Reason.VARIATION_NOT_FOUND,
         FeatBitRejected: Reason.FEATBIT_REJECTED,
     }.get(type(error), Reason.FEATBIT_UNAVAILABLE)
     return Problem(reason, str(error))

@@ -107,7 +107,7 @@ async def drive(body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.
     async with _lock(memo, meta):
         decision = await reconcile(rollout, connections, datetime.now(UTC))
     new_status = decision.status.to_k8s()
-    if new_status != dict(rollout.status):
+    if {k: v for k, v in new_status.items() if v is not None} != dict(rollout.status):
         patch.status.update(new_status)
     if decision.consume_verb:
         patch.metadata.annotations[ACTION_ANNOTATION] = None

@@ -85,5 +85,13 @@ class AIRolloutStatus(_Model):
     last_analysis_at: datetime | None = None
 
     def to_k8s(self) -> dict[str, object]:
-        """The status as the CRD stores it: camelCase, RFC 3339 times; unset fields become null (removed)."""
-        return self.model_dump(mode="json", by_alias=True)
+        """The status as a merge patch: camelCase, RFC 3339 times; an unset top-level field is null (removed).
+
+        Nested unset fields are left out rather than null: the apiserver drops nulls inside list items, and
+        a patch that does not read back as written is a patch Kopf warns about.
+        """
+        data: dict[str, object] = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        for name, field in type(self).model_fields.items():
+            if getattr(self, name) is None:
+                data[field.alias or name] = None
+        return data
