@@ -240,13 +240,16 @@ def test_an_edit_made_in_featbit_pauses_the_rollout_and_is_not_overwritten(
         log=operator.log,
     )
     flag = flag_env.get_flag(FLAG)
+    split = [
+        {"id": "canary", "rollout": [0, 0.4], "exptRollout": 1},
+        {"id": "stable", "rollout": [0.4, 1], "exptRollout": 1},
+    ]
     human = {
         "targetUsers": flag["targetUsers"],
         "rules": flag["rules"],
-        "fallthrough": {"dispatchKey": "keyId", "includedInExpt": True, "variations": [
-            {"id": "canary", "rollout": [0, 0.4], "exptRollout": 1}, {"id": "stable", "rollout": [0.4, 1], "exptRollout": 1}]},
+        "fallthrough": {"dispatchKey": "keyId", "includedInExpt": True, "variations": split},
         "exptIncludeAllTargets": True,
-    }  # fmt: skip
+    }
     edited = httpx.put(
         f"{flag_env.api_url}/api/v1/envs/{flag_env.env_id}/feature-flags/{FLAG}/targeting",
         json={"revision": flag["revision"], "targeting": human, "comment": "hotfix by a human"},
