@@ -113,6 +113,8 @@ class Analysis(_Model):
 class Guardrail(_Model):
     """A PromQL query judged per series (each label set is a segment) against thresholds and the control."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     query: str = Field(min_length=1)
     max: float | None = None

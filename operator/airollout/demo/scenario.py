@@ -1,0 +1,228 @@
+"""`airollout demo`: two AI releases on a local sandbox, one healthy and promoted, one regressing and rolled back.
+
+Everything is real but FeatBit (the server double stands in for it): an apiserver, Prometheus scraping two
+synthetic AI services whose traffic FeatBit's own SDK splits, and the operator process. The demo prints each
+step as it happens, then the audit trail `kubectl describe` shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from airollout.featbit.client import FeatBitClient
+from airollout.featbit.errors import FeatBitRejected
+from airollout.sandbox import processes
+from airollout.sandbox.environment import down, read_env, up
+from airollout.sandbox.processes import SandboxError
+from airollout.sandbox.prometheus import add_scrape_target
+from airollout.sandbox.tools import ToolMissing, tool
+
+NAMESPACE = "demo"
+CRD = Path(__file__).resolve().parents[3] / "crds" / "airollout.dev_airollouts.yaml"
+TIMEOUT_SECONDS = 420
+
+# Two releases of the same shape; only the candidate's behaviour differs.
+RELEASES = {
+    "summarizer-v2": {"canary": {"error_rate": 0.01, "latency_seconds": 0.25}},
+    "reranker-v3": {"canary": {"error_rate": 0.09, "latency_seconds": 0.3}},
+}
+EXPECTED = {"summarizer-v2": "Promoted", "reranker-v3": "RolledBack"}
+INTERNAL_USERS = [f"user-{n}" for n in range(0, 100, 7)]
+
+
+def run_demo(directory: Path, keep: bool = False) -> int:
+    try:
+        return _run(directory.resolve(), keep)
+    except (SandboxError, ToolMissing, subprocess.CalledProcessError) as error:
+        print(f"airollout demo: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(directory: Path, keep: bool) -> int:
+    _say(f"starting the sandbox in {directory} (etcd, kube-apiserver, Prometheus, FeatBit double)")
+    env = up(directory) if not (directory / "sandbox.env").exists() else read_env(directory)
+    kubectl = _Kubectl(env["KUBECONFIG"])
+    try:
+        kubectl("apply", "--server-side", "-f", str(CRD))
+        kubectl("wait", "--for=condition=Established", "crd/airollouts.airollout.dev", "--timeout=60s")
+        if kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0:
+            kubectl("create", "namespace", NAMESPACE)
+            kubectl(
+                "-n",
+                NAMESPACE,
+                "create",
+                "secret",
+                "generic",
+                "featbit",
+                f"--from-literal=token={env['FEATBIT_TOKEN']}",
+            )
+        asyncio.run(_create_flags(env, directory))
+        for index, flag in enumerate(RELEASES):
+            _start_ai_service(directory, env, flag, port=processes.free_port(), seed=index)
+        _say("starting the operator: airollout run")
+        processes.start(
+            directory,
+            "operator",
+            [
+                sys.executable,
+                "-m",
+                "airollout",
+                "run",
+                "--liveness",
+                f"http://127.0.0.1:{processes.free_port()}/healthz",
+            ],
+            env={"KUBECONFIG": env["KUBECONFIG"]},
+        )
+        for flag in RELEASES:
+            kubectl("apply", "-f", "-", input=json.dumps(_rollout(flag, env)))
+            _say(f"applied AIRollout {NAMESPACE}/{flag}")
+        phases = _watch(kubectl)
+        _say("the audit trail, as `kubectl describe airollout` shows it:")
+        for flag in RELEASES:
+            events = kubectl("-n", NAMESPACE, "describe", "airollout", flag).stdout.split("Events:")[-1]
+            print(f"\n--- {flag} ---{events}")
+        print(kubectl("-n", NAMESPACE, "get", "airollouts").stdout)
+    finally:
+        if keep:
+            _say(f"sandbox left running: `set -a; . {directory}/sandbox.env; set +a`, then kubectl -n {NAMESPACE} ...")
+            _say(f"stop it with: airollout sandbox down --dir {directory}")
+        else:
+            down(directory)
+    ok = phases == EXPECTED
+    _say("demo complete: " + ("as expected" if ok else f"unexpected end states {phases}, expected {EXPECTED}"))
+    return 0 if ok else 1
+
+
+async def _create_flags(env: dict[str, str], directory: Path) -> None:
+    scope = _env_scope(directory)
+    async with FeatBitClient(env["FEATBIT_API_URL"], env["FEATBIT_TOKEN"]) as featbit:
+        try:
+            await featbit.create_segment(
+                env["FEATBIT_ENV_ID"], key="internal-users", scopes=[scope], included=INTERNAL_USERS
+            )
+        except FeatBitRejected as error:  # already there from an earlier run with --keep
+            if "KeyHasBeenUsed" not in error.codes:
+                raise
+        for flag in RELEASES:
+            try:
+                await featbit.create_flag(
+                    env["FEATBIT_ENV_ID"],
+                    key=flag,
+                    variations=[("canary", "true"), ("stable", "false")],
+                    enabled_variation_id="canary",
+                    disabled_variation_id="stable",
+                )
+                _say(f"created FeatBit flag {flag} (variations canary / stable, off)")
+            except FeatBitRejected as error:
+                if "KeyHasBeenUsed" not in error.codes:
+                    raise
+
+
+def _env_scope(directory: Path) -> str:
+    ready = json.loads((directory / "featbit-double.json").read_text())
+    return str(ready["env_resource_name"])
+
+
+def _start_ai_service(directory: Path, env: dict[str, str], flag: str, port: int, seed: int) -> None:
+    knobs = {"rps": 300, "variants": RELEASES[flag]}
+    processes.start(
+        directory,
+        f"ai-service-{flag}",
+        [
+            sys.executable, "-m", "airollout.demo.ai_service", "--port", str(port), "--flag", flag,
+            "--env-secret", env["FEATBIT_ENV_SECRET"], "--eval-url", env["FEATBIT_EVAL_URL"],
+            "--streaming-url", env["FEATBIT_EVAL_URL"].replace("http", "ws", 1),
+            "--seed", str(seed), "--knobs", json.dumps(knobs),
+        ],
+    )  # fmt: skip
+    add_scrape_target(directory, f"ai-service-{flag}", f"127.0.0.1:{port}", labels={"service": flag})
+    _say(f"started a synthetic AI service for {flag} on :{port} (candidate behaves: {RELEASES[flag]['canary']})")
+
+
+def _rollout(flag: str, env: dict[str, str]) -> dict[str, Any]:
+    window = "30s"
+    selector = f'service="{flag}",variant="{{{{variant}}}}"'
+    return {
+        "apiVersion": "airollout.dev/v1alpha1",
+        "kind": "AIRollout",
+        "metadata": {"name": flag, "namespace": NAMESPACE},
+        "spec": {
+            "flag": {"key": flag, "envId": env["FEATBIT_ENV_ID"], "candidate": "canary", "control": "stable"},
+            "featbit": {"url": env["FEATBIT_API_URL"], "tokenSecretRef": {"name": "featbit", "key": "token"}},
+            "stages": [
+                {"name": "internal", "segments": ["internal-users"], "duration": "5s"},
+                {"name": "canary", "percentage": 5, "duration": "20s"},
+                {"name": "ramp-25", "percentage": 25, "duration": "15s"},
+                {"name": "ramp-50", "percentage": 50, "duration": "15s"},
+                {"name": "full", "percentage": 100, "duration": "10s"},
+            ],
+            "prometheus": {"url": env["PROMETHEUS_URL"]},
+            "analysis": {"interval": "2s"},
+            "guardrails": [
+                {
+                    "name": "error-rate",
+                    "query": f"sum(rate(ai_errors_total{{{selector}}}[{window}])) / "
+                    f"sum(rate(ai_requests_total{{{selector}}}[{window}]))",
+                    "max": 0.04,
+                    "warnAt": 0.03,
+                    "maxIncreaseOverControl": 2.0,
+                },
+                {
+                    "name": "latency-p95",
+                    "query": "histogram_quantile(0.95, sum by (le) "
+                    f"(rate(ai_request_duration_seconds_bucket{{{selector}}}[{window}])))",
+                    "max": 1.5,
+                },
+            ],
+            "onBreach": "rollback",
+        },
+    }
+
+
+def _watch(kubectl: _Kubectl) -> dict[str, str]:
+    """Print every change of phase, stage or guardrail summary until both rollouts have finished."""
+    seen: dict[str, tuple[Any, ...]] = {}
+    phases: dict[str, str] = {}
+    deadline = time.monotonic() + TIMEOUT_SECONDS
+    while time.monotonic() < deadline and len(phases) < len(RELEASES):
+        listed = json.loads(kubectl("-n", NAMESPACE, "get", "airollouts", "-o", "json").stdout)
+        for item in listed["items"]:
+            name, status = item["metadata"]["name"], item.get("status") or {}
+            line = (
+                status.get("phase"),
+                status.get("stageName"),
+                status.get("percentage"),
+                status.get("guardrailSummary"),
+            )
+            if seen.get(name) != line:
+                seen[name] = line
+                phase, stage, percentage, summary = line
+                shown = f"{percentage:g}%" if isinstance(percentage, (int, float)) else "-"
+                clock = time.strftime("%H:%M:%S")
+                print(f"  {clock}  {name:<14} {phase or 'Pending':<12} {stage or '-':<9} {shown:>5}  {summary or ''}")
+            if status.get("phase") in ("Promoted", "RolledBack", "Failed"):
+                phases[name] = status["phase"]
+        time.sleep(1)
+    return phases
+
+
+class _Kubectl:
+    def __init__(self, kubeconfig: str) -> None:
+        self.env = {**os.environ, "KUBECONFIG": kubeconfig}
+        self.binary = str(tool("kubectl"))
+
+    def __call__(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.binary, *args], input=input, capture_output=True, text=True, env=self.env, check=check
+        )
+
+
+def _say(message: str) -> None:
+    print(f"==> {message}", flush=True)
