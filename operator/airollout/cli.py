@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         "--liveness", default="http://0.0.0.0:8080/healthz",
         help="liveness endpoint URL (default: %(default)s); 'off' to disable",
     )  # fmt: skip
+    run.add_argument("--metrics-port", type=int, help="serve the operator's Prometheus metrics on this port")
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=_run)
 
@@ -56,7 +57,9 @@ def _run(args: argparse.Namespace) -> int:
     from airollout.kube.runner import run_operator
 
     liveness = None if args.liveness == "off" else args.liveness
-    return run_operator(namespaces=args.namespace, liveness=liveness, verbose=args.verbose)
+    return run_operator(
+        namespaces=args.namespace, liveness=liveness, verbose=args.verbose, metrics_port=args.metrics_port
+    )
 
 
 def _sandbox_up(args: argparse.Namespace) -> int:

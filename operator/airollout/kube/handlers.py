@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ import kopf
 import kubernetes
 
 from airollout.featbit.errors import FeatBitError
+from airollout.kube import metrics
 from airollout.kube.connections import ConnectionCache, SecretUnavailable
 from airollout.model import GROUP, PLURAL, VERSION, Phase
 from airollout.planner import ACTION_ANNOTATION, Verb
@@ -68,6 +70,7 @@ async def kill_switch_fast_path(
     parsed, _invalid = parse_spec(spec)
     if parsed is None:
         return
+    seen_at = time.monotonic()
     async with _lock(memo, meta):
         try:
             flags = await memo.connections.featbit(meta["namespace"], parsed)
@@ -81,6 +84,7 @@ async def kill_switch_fast_path(
             # Not dropped: the timer retries the whole rollback every tick until FeatBit acknowledges.
             _log.warning("Kill switch for %s/%s not acknowledged yet: %s", meta["namespace"], meta["name"], error)
             return
+    metrics.KILL_SWITCH_SECONDS.observe(time.monotonic() - seen_at)
     memo.kill_switch_done = marker
 
 
@@ -104,8 +108,11 @@ async def drive(body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.
     connections = Connections(flags=None)
     if spec is not None:
         connections = await memo.connections.connections(rollout.namespace, spec)
+    started = time.monotonic()
     async with _lock(memo, meta):
         decision = await reconcile(rollout, connections, datetime.now(UTC))
+    metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+    metrics.record(rollout.namespace, rollout.name, decision.status, [e.reason for e in decision.entries])
     new_status = decision.status.to_k8s()
     if {k: v for k, v in new_status.items() if v is not None} != dict(rollout.status):
         patch.status.update(new_status)
@@ -120,6 +127,13 @@ async def drive(body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.
             reason=entry.reason,
             message=_one_line(entry.message),
         )
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+async def forget(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    """A deleted rollout leaves its flag as it is (documented); only the operator's memory of it goes."""
+    metrics.forget(meta["namespace"], meta["name"])
+    memo.locks.pop(str(meta.get("uid")), None)
 
 
 def _lock(memo: kopf.Memo, meta: kopf.Meta) -> asyncio.Lock:
@@ -142,4 +156,4 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())[:1000]
 
 
-__all__ = ["FINALIZER", "TICK_SECONDS", "close", "configure", "drive", "kill_switch_fast_path"]
+__all__ = ["FINALIZER", "TICK_SECONDS", "close", "configure", "drive", "forget", "kill_switch_fast_path"]

@@ -9,10 +9,16 @@ from collections.abc import Sequence
 import kopf
 
 
-def run_operator(namespaces: Sequence[str], liveness: str | None, verbose: bool = False) -> int:
+def run_operator(
+    namespaces: Sequence[str], liveness: str | None, verbose: bool = False, metrics_port: int | None = None
+) -> int:
     """Serve AIRollouts in ``namespaces`` (all when empty) until interrupted; 0 on a clean stop."""
     # Registering the handlers is importing them.
     import airollout.kube.handlers  # noqa: F401
+    from airollout.kube import metrics
+
+    if metrics_port:
+        metrics.serve(metrics_port)
 
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
