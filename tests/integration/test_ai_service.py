@@ -90,8 +90,8 @@ def service_args(featbit: FeatBitDouble, knobs: dict[str, Any] | None = None) ->
     return [
         "--flag",
         FLAG,
-        "--env-secret",
-        featbit.env_secret,
+        # A secret may start with "-": glued to its option, argparse never mistakes it for one.
+        f"--env-secret={featbit.env_secret}",
         "--eval-url",
         featbit.eval_url,
         "--streaming-url",

@@ -137,7 +137,8 @@ def _start_ai_service(directory: Path, env: dict[str, str], flag: str, port: int
         f"ai-service-{flag}",
         [
             sys.executable, "-m", "airollout.demo.ai_service", "--port", str(port), "--flag", flag,
-            "--env-secret", env["FEATBIT_ENV_SECRET"], "--eval-url", env["FEATBIT_EVAL_URL"],
+            # The secret may start with "-": glued to its option, argparse never reads it as one.
+            f"--env-secret={env['FEATBIT_ENV_SECRET']}", "--eval-url", env["FEATBIT_EVAL_URL"],
             "--streaming-url", env["FEATBIT_EVAL_URL"].replace("http", "ws", 1),
             "--seed", str(seed), "--knobs", json.dumps(knobs),
         ],

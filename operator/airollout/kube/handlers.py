@@ -27,6 +27,7 @@ from airollout.reasons import WARNING_REASONS, Reason
 from airollout.reconciler import Connections, Rollout, parse_spec, reconcile
 
 TICK_SECONDS = 1.0
+STALE_BODY_GRACE_SECONDS = 10.0
 FINALIZER = f"{GROUP}/finalizer"
 
 _log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ async def kill_switch_fast_path(
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS)
 async def drive(body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """One reconciliation: plan from status, act on FeatBit, then write status and events once."""
-    if body.get("metadata", {}).get("deletionTimestamp"):
+    if body.get("metadata", {}).get("deletionTimestamp") or _own_patch_not_seen_yet(memo, meta):
         return
     annotations = meta.get("annotations") or {}
     verb = annotations.get(ACTION_ANNOTATION)
@@ -116,6 +117,7 @@ async def drive(body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.
     new_status = decision.status.to_k8s()
     if {k: v for k, v in new_status.items() if v is not None} != dict(rollout.status):
         patch.status.update(new_status)
+        memo.patched_from = (meta.get("resourceVersion"), time.monotonic())
     if decision.consume_verb:
         patch.metadata.annotations[ACTION_ANNOTATION] = None
     if spec is not None and any(e.reason == Reason.INVALID_TOKEN for e in decision.entries):
@@ -134,6 +136,23 @@ async def forget(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     """A deleted rollout leaves its flag as it is (documented); only the operator's memory of it goes."""
     metrics.forget(meta["namespace"], meta["name"])
     memo.locks.pop(str(meta.get("uid")), None)
+
+
+def _own_patch_not_seen_yet(memo: kopf.Memo, meta: kopf.Meta) -> bool:
+    """Whether this tick would plan from a body older than the status the last tick wrote.
+
+    Kopf applies a timer's patch after the tick, and the patched object comes back on the watch a moment
+    later; planning from the older body would decide the same transition twice. A patch that never shows up
+    (it failed) stops holding the rollout back after a few seconds.
+    """
+    patched_from = memo.get("patched_from")
+    if patched_from is None:
+        return False
+    resource_version, at = patched_from
+    if meta.get("resourceVersion") == resource_version and time.monotonic() - at < STALE_BODY_GRACE_SECONDS:
+        return True
+    memo.patched_from = None
+    return False
 
 
 def _lock(memo: kopf.Memo, meta: kopf.Meta) -> asyncio.Lock:
