@@ -282,7 +282,12 @@ def _placeholder_spec() -> AIRolloutSpec:
     """Stands in for a spec that does not parse: the planner then only records why (InvalidSpec)."""
     return AIRolloutSpec.model_validate(
         {
-            "flag": {"key": "invalid", "envId": "invalid", "candidate": "a", "control": "b"},
+            "flag": {
+                "key": "invalid",
+                "envId": "00000000-0000-0000-0000-000000000000",
+                "candidate": "a",
+                "control": "b",
+            },
             "featbit": {"url": "http://invalid", "tokenSecretRef": {"name": "invalid"}},
             "stages": [{"name": "invalid"}],
         }

@@ -343,3 +343,46 @@ def test_sigkill_at_random_points_never_skips_or_repeats_a_stage(
     written = [next(s["name"] for s in stages if f" {s['name']} (" in c) for c in comments]
     deduplicated = [name for i, name in enumerate(written) if i == 0 or written[i - 1] != name]
     assert deduplicated == [s["name"] for s in stages], comments
+
+
+def test_a_kill_switch_featbit_refuses_is_retried_until_acknowledged(
+    testbed: Testbed, namespace: str, flag_env: FeatBitDouble, operator: OperatorProcess
+) -> None:
+    apply(testbed, manifest(flag_env, namespace, stages=[{"name": "half", "percentage": 50, "duration": "1h"}]))
+    wait_for(
+        "the stage", lambda: status_of(testbed, namespace, "embedding-v2").get("stageName") == "half", log=operator.log
+    )
+    flag_env.faults.update(errors=100_000)  # every management request fails with 503 until cleared
+    testbed.kubectl(
+        "-n", namespace, "patch", "airollout", "embedding-v2", "--type=merge", "-p", '{"spec": {"killSwitch": true}}'
+    )
+    status = wait_for(
+        "a FeatBitUnavailable condition",
+        lambda: (
+            (s := status_of(testbed, namespace, "embedding-v2"))
+            and any(c["reason"] == "FeatBitUnavailable" for c in s.get("conditions", []))
+            and s
+        ),
+        log=operator.log,
+    )
+    assert status["phase"] == "Progressing"  # not RolledBack until FeatBit confirms it
+    assert flag_env.get_flag(FLAG)["isEnabled"] is True
+    flag_env.faults.clear()
+    wait_for_phase(testbed, namespace, "embedding-v2", "RolledBack", log=operator.log)
+    assert flag_env.get_flag(FLAG)["isEnabled"] is False
+
+
+def test_deleting_a_rollout_leaves_the_flag_as_it_is(
+    testbed: Testbed, namespace: str, flag_env: FeatBitDouble, operator: OperatorProcess
+) -> None:
+    apply(testbed, manifest(flag_env, namespace, stages=[{"name": "half", "percentage": 50, "duration": "1h"}]))
+    wait_for(
+        "the stage", lambda: status_of(testbed, namespace, "embedding-v2").get("stageName") == "half", log=operator.log
+    )
+    before = flag_env.get_flag(FLAG)
+    testbed.kubectl("-n", namespace, "delete", "airollout", "embedding-v2", "--timeout=30s")
+    after = flag_env.get_flag(FLAG)
+    assert after["revision"] == before["revision"]
+    assert after["isEnabled"] is True
+    gone = testbed.kubectl("-n", namespace, "get", "airollout", "embedding-v2", check=False)
+    assert "NotFound" in gone.stderr

@@ -54,7 +54,12 @@ class ConnectionCache:
         key = (spec.featbit.url, token)
         client = self._featbit.get(key)
         if client is None:
-            client = self._featbit[key] = FeatBitClient(spec.featbit.url, token)
+            try:
+                client = FeatBitClient(spec.featbit.url, token)
+            except ValueError as error:  # e.g. a token with a newline, written by `echo` into the Secret
+                ref = spec.featbit.token_secret_ref
+                raise SecretUnavailable(f"Secret {namespace}/{ref.name} key {ref.key!r}: {error}") from None
+            self._featbit[key] = client
         return client
 
     async def prometheus(self, namespace: str, spec: AIRolloutSpec) -> PrometheusSource | None:

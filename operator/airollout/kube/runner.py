@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Sequence
 
 import kopf
@@ -20,14 +19,14 @@ def run_operator(
     if metrics_port:
         metrics.serve(metrics_port)
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # One replica, no peering: Kopf's peering freezes operators of equal priority rather than electing one.
     kopf.configure(verbose=verbose)
+    settings = kopf.OperatorSettings()
+    # Namespaced: Kopf need not discover namespaces or CRDs cluster-wide, which a Role could not allow.
+    settings.scanning.disabled = bool(namespaces)
+    # One replica, no peering: Kopf's peering freezes operators of equal priority rather than electing one.
     asyncio.run(
         kopf.operator(
+            settings=settings,
             standalone=True,
             clusterwide=not namespaces,
             namespaces=list(namespaces),

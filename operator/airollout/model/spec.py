@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 DURATION_PATTERN = r"^(\d+(\.\d+)?(ms|s|m|h))+$"
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -53,6 +54,23 @@ class FlagRef(_Model):
     control: str = Field(min_length=1)
     dispatch_key: str = Field(default="keyId", min_length=1)
     """The user attribute that buckets users into the percentage (FeatBit's dispatchKey)."""
+
+    @field_validator("env_id")
+    @classmethod
+    def _env_id_is_a_guid(cls, value: str) -> str:
+        # FeatBit addresses environments by GUID only; anything else would reach it as a bare 404.
+        if not _GUID.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a FeatBit environment id: it is a GUID, listed by FeatBit's "
+                "GET /api/v1/projects (environments[].id)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _candidate_is_not_control(self) -> FlagRef:
+        if self.candidate == self.control:
+            raise ValueError(f"candidate and control are both {self.candidate!r}: they must be different variations")
+        return self
 
 
 class FeatBitRef(_Model):

@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# The AIRollout operator image: the package and its dependencies in a virtualenv, copied onto a clean slim
+# Python, run as a numeric non-root user so the pod's runAsNonRoot can be checked.
+#
+#   docker build -t airollout:0.1.0 .
+#
+# The base is pinned by digest (python:3.11-slim-bookworm); to move it, resolve the new digest with
+#   docker buildx imagetools inspect python:3.11-slim-bookworm
+# and pass it as --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest>, or edit the line below.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
+
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# The venv gets no pip of its own: the builder's pip installs into it, so the final image carries one pip
+# fewer (the base's own pip stays, as the base ships it).
+RUN python -m venv --without-pip /opt/airollout
+WORKDIR /src
+# Every runtime dependency ships wheels for this Python, so the builder needs no compiler either.
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+RUN pip --python /opt/airollout/bin/python install --no-cache-dir . \
+ && /opt/airollout/bin/python -m compileall -q /opt/airollout/lib
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="airollout" \
+      org.opencontainers.image.description="Kubernetes operator for staged, guardrail-gated AI feature rollouts through FeatBit feature flags" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=builder /opt/airollout /opt/airollout
+ENV PATH=/opt/airollout/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["airollout", "run"]
