@@ -31,7 +31,12 @@ IN_SYNC = FlagView(sync=FlagSync.IN_SYNC, revision="r1")
 
 def make_spec(**overrides: Any) -> AIRolloutSpec:
     raw: dict[str, Any] = {
-        "flag": {"key": "new-embedding-model", "envId": "env-1", "candidate": "canary", "control": "stable"},
+        "flag": {
+            "key": "new-embedding-model",
+            "envId": "6f0c3a9e-1b2d-4e5f-8a7b-9c0d1e2f3a4b",
+            "candidate": "canary",
+            "control": "stable",
+        },
         "featbit": {"url": "http://featbit:5000", "tokenSecretRef": {"name": "featbit"}},
         "stages": [
             {"name": "internal", "segments": ["internal-users"], "duration": "30s"},
@@ -326,7 +331,14 @@ def test_a_problem_before_the_start_keeps_the_rollout_pending() -> None:
 
 def test_changing_the_flag_restarts_from_the_first_stage() -> None:
     spec = make_spec()
-    other = make_spec(flag={"key": "other-flag", "envId": "env-1", "candidate": "canary", "control": "stable"})
+    other = make_spec(
+        flag={
+            "key": "other-flag",
+            "envId": "6f0c3a9e-1b2d-4e5f-8a7b-9c0d1e2f3a4b",
+            "candidate": "canary",
+            "control": "stable",
+        }
+    )
     decision = plan(other, at_stage(spec, 2), Observation(flag=IN_SYNC), T0, 2)
     assert reasons(decision) == [Reason.FLAG_CHANGED, Reason.STARTED]
     assert decision.status.stage_name == "internal"
