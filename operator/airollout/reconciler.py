@@ -56,6 +56,8 @@ class FlagService(Protocol):
 
     async def resolve_segments(self, env_id: str, keys: Sequence[str]) -> dict[str, str]: ...
 
+    async def audit_log(self, env_id: str, flag_id: str, *, page_size: int = 20) -> list[dict[str, Any]]: ...
+
 
 @dataclass(frozen=True)
 class Rollout:
@@ -115,7 +117,7 @@ async def reconcile(rollout: Rollout, connections: Connections, now: datetime) -
     if flags is not None and connections.problem is None:
         try:
             segment_ids = await _segment_ids(flags, spec)
-            flag_view = await _observe_flag(flags, spec, status, segment_ids)
+            flag_view = await _observe_flag(flags, spec, status, segment_ids, rollout.ref)
             observation = Observation(verb=rollout.verb, actor=rollout.actor, flag=flag_view)
         except FeatBitError as error:
             observation = Observation(verb=rollout.verb, actor=rollout.actor, problem=problem_of(error))
@@ -237,9 +239,13 @@ async def _segment_ids(flags: FlagService, spec: AIRolloutSpec) -> dict[str, str
 
 
 async def _observe_flag(
-    flags: FlagService, spec: AIRolloutSpec, status: AIRolloutStatus, segment_ids: Mapping[str, str]
+    flags: FlagService, spec: AIRolloutSpec, status: AIRolloutStatus, segment_ids: Mapping[str, str], rollout: str
 ) -> FlagView | None:
-    """Read the flag and tell whether it serves what status says, a later stage, or someone else's change."""
+    """Read the flag and tell whether it serves what status says, a later stage, or someone else's change.
+
+    A later stage or a rollback is adopted only when FeatBit's audit log says this rollout made the last
+    change: a human who sets the flag to what a later stage would serve has still edited it out of band.
+    """
     if status.phase not in (Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED):
         return None
     flag = await flags.get_flag(spec.flag.env_id, spec.flag.key)
@@ -256,15 +262,23 @@ async def _observe_flag(
         )
         return actual == targeting_of(built)
 
+    edited = FlagView(sync=FlagSync.EDITED, revision=revision)
+    current = min(status.stage_index, len(spec.stages) - 1)
+    if flag.get("isEnabled") and serves(exposure(spec, current, segment_ids)):
+        return FlagView(sync=FlagSync.IN_SYNC, revision=revision)  # e.g. renamed: nothing served changed
+    if not await _last_change_was_ours(flags, spec, flag, rollout):
+        return edited
     if not flag.get("isEnabled"):
-        sync = FlagSync.ROLLED_BACK if serves(None) else FlagSync.EDITED
-        return FlagView(sync=sync, revision=revision)
-    for index in range(min(status.stage_index, len(spec.stages) - 1), len(spec.stages)):
+        return FlagView(sync=FlagSync.ROLLED_BACK, revision=revision) if serves(None) else edited
+    for index in range(current + 1, len(spec.stages)):
         if serves(exposure(spec, index, segment_ids)):
-            if index == status.stage_index:
-                return FlagView(sync=FlagSync.IN_SYNC, revision=revision)
             return FlagView(sync=FlagSync.AHEAD, revision=revision, stage_index=index)
-    return FlagView(sync=FlagSync.EDITED, revision=revision)
+    return edited
+
+
+async def _last_change_was_ours(flags: FlagService, spec: AIRolloutSpec, flag: Mapping[str, Any], rollout: str) -> bool:
+    entries = await flags.audit_log(spec.flag.env_id, str(flag.get("id")), page_size=1)
+    return bool(entries) and str(entries[0].get("comment") or "").startswith(f"AIRollout {rollout} ")
 
 
 async def _measure(
