@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -104,37 +105,51 @@ def parse_status(raw: Mapping[str, Any]) -> AIRolloutStatus:
     return AIRolloutStatus.model_validate(dict(raw or {}))
 
 
-async def reconcile(rollout: Rollout, connections: Connections, now: datetime) -> Decision:
-    """Observe, plan and act once; the returned decision's status is what to write."""
+async def reconcile(
+    rollout: Rollout,
+    connections: Connections,
+    now: datetime,
+    featbit_turn: AbstractAsyncContextManager[object] | None = None,
+) -> Decision:
+    """Observe, plan and act once; the returned decision's status is what to write.
+
+    ``featbit_turn`` is held from reading the flag to the last write, and only then: guardrail queries
+    run before it, so a slow Prometheus never delays a kill switch waiting for the same turn.
+    """
     status = parse_status(rollout.status)
     spec, invalid = parse_spec(rollout.spec)
     if spec is None:
         return plan(_placeholder_spec(), status, Observation(invalid_spec=invalid), now, rollout.generation)
+    verdicts = None
+    if connections.metrics is not None and analysis_due(spec, status, now):
+        verdicts = await _measure(spec, status, rollout.namespace, connections.metrics)
+    async with featbit_turn or nullcontext():
+        return await _decide_and_act(rollout, connections, spec, status, verdicts, now)
 
+
+async def _decide_and_act(
+    rollout: Rollout,
+    connections: Connections,
+    spec: AIRolloutSpec,
+    status: AIRolloutStatus,
+    verdicts: tuple[GuardrailVerdict, ...] | None,
+    now: datetime,
+) -> Decision:
     segment_ids: dict[str, str] = {}
-    observation = Observation(verb=rollout.verb, actor=rollout.actor, problem=connections.problem)
+    flag_view: FlagView | None = None
+    problem = connections.problem
     flags = connections.flags
-    if flags is not None and connections.problem is None:
+    if flags is not None and problem is None:
         try:
             segment_ids = await _segment_ids(flags, spec)
             flag_view = await _observe_flag(flags, spec, status, segment_ids, rollout.ref)
-            observation = Observation(verb=rollout.verb, actor=rollout.actor, flag=flag_view)
         except FeatBitError as error:
-            observation = Observation(verb=rollout.verb, actor=rollout.actor, problem=problem_of(error))
+            problem = problem_of(error)
         except _Misconfigured as error:
-            observation = Observation(
-                verb=rollout.verb, actor=rollout.actor, problem=Problem(Reason.FLAG_MISCONFIGURED, str(error))
-            )
-
-    if connections.metrics is not None and analysis_due(spec, status, now):
-        verdicts = await _measure(spec, status, rollout.namespace, connections.metrics)
-        observation = Observation(
-            flag=observation.flag,
-            problem=observation.problem,
-            verdicts=verdicts,
-            verb=observation.verb,
-            actor=observation.actor,
-        )
+            problem = Problem(Reason.FLAG_MISCONFIGURED, str(error))
+    observation = Observation(
+        flag=flag_view, problem=problem, verdicts=verdicts, verb=rollout.verb, actor=rollout.actor
+    )
 
     decision = plan(spec, status, observation, now, rollout.generation)
     if not decision.actions:

@@ -110,8 +110,7 @@ async def drive(body: kopf.Body, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.
     if spec is not None:
         connections = await memo.connections.connections(rollout.namespace, spec)
     started = time.monotonic()
-    async with _lock(memo, meta):
-        decision = await reconcile(rollout, connections, datetime.now(UTC))
+    decision = await reconcile(rollout, connections, datetime.now(UTC), featbit_turn=_lock(memo, meta))
     metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
     metrics.record(rollout.namespace, rollout.name, decision.status, [e.reason for e in decision.entries])
     new_status = decision.status.to_k8s()
