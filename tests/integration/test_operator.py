@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from fbclient.client import FBClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from airollout.sandbox import processes
 from airollout.sandbox.featbit_double import FeatBitDouble
@@ -386,3 +388,32 @@ def test_deleting_a_rollout_leaves_the_flag_as_it_is(
     assert after["isEnabled"] is True
     gone = testbed.kubectl("-n", namespace, "get", "airollout", "embedding-v2", check=False)
     assert "NotFound" in gone.stderr
+
+
+def test_the_operator_exports_its_decisions_as_prometheus_metrics(
+    testbed: Testbed, namespace: str, flag_env: FeatBitDouble, airollout_crd: Path, tmp_path: Path
+) -> None:
+    port = processes.free_port()
+    operator = OperatorProcess(testbed, tmp_path, f"--metrics-port={port}", f"--namespace={namespace}")
+    operator.start()
+    try:
+        apply(testbed, manifest(flag_env, namespace, stages=[{"name": "canary", "percentage": 5}]))
+        wait_for_phase(testbed, namespace, "embedding-v2", "Promoted", log=operator.log)
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        operator.stop()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(scraped)
+        for sample in family.samples
+    }
+    mine = (("namespace", namespace), ("rollout", "embedding-v2"))
+
+    def value(name: str, **labels: str) -> float | None:
+        return samples.get((name, tuple(sorted((*mine, *labels.items())))))
+
+    assert value("airollout_decisions_total", reason="Started") == 1
+    assert value("airollout_decisions_total", reason="Promoted") == 1
+    assert value("airollout_rollout_phase", phase="Promoted") == 1
+    assert value("airollout_rollout_phase", phase="Progressing") == 0
+    assert value("airollout_rollout_percentage") == 5

@@ -26,9 +26,10 @@ CRD = Path(__file__).resolve().parents[2] / "crds" / "airollout.dev_airollouts.y
 
 
 class OperatorProcess:
-    def __init__(self, testbed: Testbed, log_dir: Path) -> None:
+    def __init__(self, testbed: Testbed, log_dir: Path, *args: str) -> None:
         self.testbed = testbed
         self.log_dir = log_dir
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -41,7 +42,15 @@ class OperatorProcess:
         port = processes.free_port()
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "airollout", "run", "--liveness", f"http://127.0.0.1:{port}/healthz"],
+                [
+                    sys.executable,
+                    "-m",
+                    "airollout",
+                    "run",
+                    "--liveness",
+                    f"http://127.0.0.1:{port}/healthz",
+                    *self.args,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "KUBECONFIG": str(self.testbed.kubeconfig)},

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from airollout.sandbox import processes
 from airollout.sandbox.control_plane import start_apiserver, start_etcd
 from airollout.sandbox.environment import down
 from airollout.sandbox.prometheus import add_scrape_target, start_prometheus, stop_prometheus
@@ -93,6 +92,3 @@ def namespace(testbed: Testbed) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     testbed.kubectl("create", "namespace", name)
     return name
-
-
-__all__ = ["Testbed", "namespace", "processes", "testbed"]
