@@ -254,6 +254,8 @@ class _Planner:
         elif verb is Verb.RETRY:
             if phase not in (Phase.ROLLED_BACK, Phase.FAILED):
                 self._reject(verb, f"retry restarts a RolledBack or Failed rollout; this one is {phase}")
+            elif self.spec.kill_switch:
+                self._reject(verb, "spec.killSwitch is true: set it to false first, then retry")
             else:
                 self._record(Reason.RESTARTED, f"retry requested by {actor}: restarting from the first stage", actor)
                 self._update(phase=Phase.PENDING, stage_index=None, pause_reason=None, consecutive_errors=0)

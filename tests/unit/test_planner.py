@@ -259,6 +259,14 @@ def test_abort_and_retry_verbs() -> None:
     assert retried.actions[0] == ApplyStage(index=0, comment=retried.actions[0].comment)
 
 
+def test_retry_is_refused_while_the_kill_switch_is_on() -> None:
+    killed = plan(make_spec(killSwitch=True), at_stage(make_spec(), 1), Observation(flag=IN_SYNC), T0, 1)
+    retried = plan(make_spec(killSwitch=True), killed.status, Observation(verb="retry", actor="me"), T0, 1)
+    assert retried.status.phase is Phase.ROLLED_BACK
+    assert retried.actions == ()
+    assert "set it to false first" in retried.entries[0].message
+
+
 def test_pause_resume_promote_and_promote_full() -> None:
     spec = make_spec()
     paused = plan(spec, at_stage(spec, 1), Observation(flag=IN_SYNC, verb="pause", actor="me"), T0, 1)
