@@ -152,6 +152,7 @@ INVALID = [
     ),
     ("flag-key-missing", _set("flag.key", DELETE), "spec.flag.key: Required value"),
     ("flag-env-missing", _set("flag.envId", DELETE), "spec.flag.envId: Required value"),
+    ("flag-env-not-a-guid", _set("flag.envId", "production"), 'spec.flag.envId: Invalid value: "production"'),
     ("flag-candidate-missing", _set("flag.candidate", DELETE), "spec.flag.candidate: Required value"),
     ("flag-control-missing", _set("flag.control", DELETE), "spec.flag.control: Required value"),
     (
