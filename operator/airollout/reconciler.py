@@ -194,13 +194,9 @@ async def apply_stage(
     flag_ref = spec.flag
     flag = await flags.get_flag(flag_ref.env_id, flag_ref.key)
     _check_kill_switch_serves_control(flag, spec)
-
-    def derive(current: dict[str, Any]) -> dict[str, Any]:
-        return build_targeting(
-            current, target, candidate=flag_ref.candidate, control=flag_ref.control, dispatch_key=flag_ref.dispatch_key
-        )
-
-    revision = await flags.write_targeting(flag_ref.env_id, flag_ref.key, derive, comment=comment)
+    revision = await flags.write_targeting(
+        flag_ref.env_id, flag_ref.key, lambda current: _targeting(spec, current, target), comment=comment
+    )
     if not flag.get("isEnabled"):
         revision = await flags.toggle(flag_ref.env_id, flag_ref.key, True, comment=comment)
     return revision
@@ -210,13 +206,15 @@ async def roll_back(flags: FlagService, spec: AIRolloutSpec, comment: str) -> st
     """Turn the flag off (everyone gets control at once), then reset its targeting to control."""
     flag_ref = spec.flag
     await flags.toggle(flag_ref.env_id, flag_ref.key, False, comment=comment)
+    return await flags.write_targeting(
+        flag_ref.env_id, flag_ref.key, lambda current: _targeting(spec, current, None), comment=comment
+    )
 
-    def derive(current: dict[str, Any]) -> dict[str, Any]:
-        return build_targeting(
-            current, None, candidate=flag_ref.candidate, control=flag_ref.control, dispatch_key=flag_ref.dispatch_key
-        )
 
-    return await flags.write_targeting(flag_ref.env_id, flag_ref.key, derive, comment=comment)
+def _targeting(spec: AIRolloutSpec, flag: Mapping[str, Any], target: Exposure | None) -> dict[str, Any]:
+    """The targeting that makes ``flag`` serve ``target`` (None: control to everyone) for this rollout."""
+    ref = spec.flag
+    return build_targeting(flag, target, candidate=ref.candidate, control=ref.control, dispatch_key=ref.dispatch_key)
 
 
 def problem_of(error: FeatBitError) -> Problem:
@@ -269,13 +267,9 @@ async def _observe_flag(
     if status.stage_index is None or revision == status.flag_revision:
         return FlagView(sync=FlagSync.IN_SYNC, revision=revision)
     actual = targeting_of(flag)
-    ref = spec.flag
 
     def serves(target: Exposure | None) -> bool:
-        built = build_targeting(
-            flag, target, candidate=ref.candidate, control=ref.control, dispatch_key=ref.dispatch_key
-        )
-        return actual == targeting_of(built)
+        return actual == targeting_of(_targeting(spec, flag, target))
 
     edited = FlagView(sync=FlagSync.EDITED, revision=revision)
     current = min(status.stage_index, len(spec.stages) - 1)

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from airollout.sandbox import processes
 from airollout.sandbox.environment import read_env
 from airollout.sandbox.tools import tool
+from tests.support.operator import wait_for
 from tests.support.sandbox import Testbed
 
 pytestmark = pytest.mark.integration
@@ -52,15 +52,6 @@ spec:
               properties:
                 phase: {type: string}
 """
-
-
-def _wait_for(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def _widget(namespace: str, name: str, size: int) -> str:
@@ -143,13 +134,11 @@ def test_prometheus_scrapes_an_exporter_and_answers_promql(testbed: Testbed) -> 
     try:
         testbed.add_scrape_target("testbed-exporter", f"127.0.0.1:{port}")
         prometheus = PrometheusConnect(url=testbed.prometheus_url, disable_ssl=True)
-        found: list[dict[str, object]] = []
-
-        def scraped() -> bool:
-            found[:] = prometheus.custom_query('testbed_answer{variant="canary"}')
-            return bool(found)
-
-        _wait_for(scraped, timeout=30)
+        found = wait_for(
+            "Prometheus to scrape the exporter",
+            lambda: prometheus.custom_query('testbed_answer{variant="canary"}'),
+            timeout=30,
+        )
         assert float(found[0]["value"][1]) == 42.0  # type: ignore[index]
     finally:
         server.shutdown()

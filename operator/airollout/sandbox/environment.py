@@ -26,7 +26,7 @@ FEATBIT_DOUBLE = "featbit-double"
 def up(directory: Path) -> dict[str, str]:
     """Start the stack in ``directory``, wait until every part is ready, write and return sandbox.env."""
     directory = directory.resolve()
-    live = [name for name in _recorded(directory) if _alive(directory, name)]
+    live = processes.running(directory)
     if live:
         raise SandboxError(
             f"a sandbox already runs in {directory} ({', '.join(live)}): "
@@ -99,18 +99,6 @@ def read_env(directory: Path) -> dict[str, str]:
         key, _, raw = line.partition("=")
         values[key] = shlex.split(raw)[0] if raw else ""
     return values
-
-
-def _recorded(directory: Path) -> list[str]:
-    try:
-        return [item["name"] for item in json.loads((directory / "processes.json").read_text())]
-    except (OSError, ValueError):
-        return []
-
-
-def _alive(directory: Path, name: str) -> bool:
-    record = processes.find(directory, name)
-    return record is not None and processes.is_running(record)
 
 
 def _read_json_when_complete(path: Path) -> dict[str, str]:

@@ -41,13 +41,19 @@ def free_port() -> int:
         return port
 
 
-def _start_time(pid: int) -> str | None:
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat fields after the command name (which may hold spaces); index 0 is the state."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    # The command name (field 2) may hold spaces; fields after its closing parenthesis are fixed.
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _start_time(pid: int) -> str | None:
+    # Field 22 of stat: the start time tells a live process from a recycled pid.
+    fields = _stat(pid)
+    return fields[19] if fields else None
 
 
 def start(directory: Path, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Started:
@@ -75,10 +81,8 @@ def is_running(started: Started) -> bool:
 
 
 def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    fields = _stat(pid)
+    return fields is None or fields[0] == "Z"
 
 
 def stop(directory: Path, name: str, timeout: float = 15.0) -> None:
@@ -101,6 +105,11 @@ def stop_all(directory: Path, timeout: float = 15.0) -> list[str]:
 
 def find(directory: Path, name: str) -> Started | None:
     return next((r for r in _read(directory) if r.name == name), None)
+
+
+def running(directory: Path) -> list[str]:
+    """The names of the recorded processes that are still alive."""
+    return [r.name for r in _read(directory) if is_running(r)]
 
 
 def _terminate(record: Started, timeout: float) -> None:
