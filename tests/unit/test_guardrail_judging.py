@@ -143,16 +143,44 @@ def test_an_empty_result_follows_the_no_data_policy(policy: str, outcome: Outcom
     assert segment.message == f"error-rate has no data: the query returned no series; {consequence} (window 5m)"
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize(
     ("policy", "outcome"), [("hold", Outcome.NO_DATA), ("pass", Outcome.PASSED), ("fail", Outcome.BREACHED)]
 )
-def test_nan_and_inf_are_no_data_for_that_series(value: float, policy: str, outcome: Outcome) -> None:
-    verdict = judge(guardrail(max=0.015, no_data=policy), by_locale(en=0.01, ja=value), None)
+def test_nan_is_no_data_for_that_series(policy: str, outcome: Outcome) -> None:
+    verdict = judge(guardrail(max=0.015, no_data=policy), by_locale(en=0.01, ja=math.nan), None)
     en, ja = verdict.segments
     assert en.outcome is Outcome.PASSED
     assert (ja.outcome, ja.value) == (outcome, None)
-    assert ja.message.startswith(f'error-rate has no data for locale="ja": the value is {value}; ')
+    assert ja.message.startswith('error-rate has no data for locale="ja": the value is NaN; ')
+
+
+@pytest.mark.parametrize("policy", ["hold", "pass", "fail"])
+@pytest.mark.parametrize(
+    ("fields", "value", "message"),
+    [
+        ({"max": 0.015}, math.inf, "+Inf > max 0.015 (control 0.01, window 5m)"),
+        ({"min": 0.8}, -math.inf, "-Inf < min 0.8 (control 0.01, window 5m)"),
+        ({"max_increase_over_control": 0.2}, math.inf, "+Inf > control 0.01 +20% = 0.012 (window 5m)"),
+        (
+            {"min": 0.5, "max_increase_over_control": 0.2},
+            -math.inf,
+            "-Inf < min 0.5 and < control 0.01 -20% = 0.008 (window 5m)",
+        ),
+    ],
+)
+def test_an_infinity_on_the_bad_side_is_a_breach_whatever_the_no_data_policy(
+    fields: dict[str, Any], value: float, message: str, policy: str
+) -> None:
+    segment = only(judge(guardrail(no_data=policy, **fields), by_locale(ja=value), by_locale(ja=0.01)))
+    assert (segment.outcome, segment.value) == (Outcome.BREACHED, value)
+    assert segment.message == f'error-rate breached for locale="ja": {message}'
+
+
+def test_an_infinity_on_the_good_side_passes() -> None:
+    assert only(judge(guardrail(max=0.015), by_locale(ja=-math.inf), None)).outcome is Outcome.PASSED
+    segment = only(judge(guardrail(min=0.8), by_locale(ja=math.inf), None))
+    assert segment.outcome is Outcome.PASSED
+    assert segment.message == 'error-rate passed for locale="ja": +Inf >= min 0.8 (window 5m)'
 
 
 def test_no_data_holds_by_default_and_never_passes() -> None:
@@ -180,7 +208,16 @@ def test_a_nan_control_counts_as_no_control() -> None:
         judge(guardrail(max=0.015, max_increase_over_control=0.2), by_locale(ja=0.5), by_locale(ja=math.nan))
     )
     assert segment.outcome is Outcome.BREACHED
-    assert "the control value is nan for this segment: judged on absolute thresholds only" in segment.message
+    assert "the control value is NaN for this segment: judged on absolute thresholds only" in segment.message
+
+
+def test_an_infinite_control_is_no_basis_for_a_comparison() -> None:
+    segment = only(
+        judge(guardrail(max=0.015, max_increase_over_control=0.2), by_locale(ja=0.01), by_locale(ja=-math.inf))
+    )
+    assert segment.outcome is Outcome.PASSED
+    assert segment.control_value is None
+    assert "the control value is -Inf for this segment: judged on absolute thresholds only" in segment.message
 
 
 @pytest.mark.parametrize(
@@ -244,6 +281,8 @@ def test_no_guardrails_pass() -> None:
 
 SEVERITY = {outcome: len(WORST_FIRST) - i for i, outcome in enumerate(WORST_FIRST)}
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+# Candidates may be infinite: an infinity is a value like any other, only further out.
+candidates = st.one_of(finite, st.sampled_from([math.inf, -math.inf]))
 positive = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 relative = st.one_of(st.none(), st.floats(min_value=0, max_value=10))
 
@@ -267,7 +306,7 @@ def outcome_of(g: Guardrail, value: float, control: float | None) -> Outcome:
     return judge(g, [Sample({}, value)], None if control is None else [Sample({}, control)]).outcome
 
 
-@given(max_guardrails(), finite, finite, st.one_of(st.none(), finite))
+@given(max_guardrails(), candidates, candidates, st.one_of(st.none(), finite))
 def test_raising_the_candidate_never_improves_a_max_guardrail(
     g: Guardrail, a: float, b: float, c: float | None
 ) -> None:
@@ -275,7 +314,7 @@ def test_raising_the_candidate_never_improves_a_max_guardrail(
     assert SEVERITY[outcome_of(g, high, c)] >= SEVERITY[outcome_of(g, low, c)]
 
 
-@given(min_guardrails(), finite, finite, st.one_of(st.none(), finite))
+@given(min_guardrails(), candidates, candidates, st.one_of(st.none(), finite))
 def test_lowering_the_candidate_never_improves_a_min_guardrail(
     g: Guardrail, a: float, b: float, c: float | None
 ) -> None:
@@ -302,7 +341,7 @@ def test_a_verdict_is_its_worst_segment_and_covers_every_series(
     assert len(verdict.segments) == max(1, len(series))
     assert verdict.outcome is max((s.outcome for s in verdict.segments), key=SEVERITY.__getitem__)
     assert verdict.outcome is not Outcome.ERROR
-    if policy != "fail" and all(not math.isfinite(v) for _, v in series):
+    if policy != "fail" and all(math.isnan(v) for _, v in series):
         assert verdict.outcome is not Outcome.BREACHED
 
 

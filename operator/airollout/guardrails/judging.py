@@ -8,11 +8,14 @@ Choices made here, each one a trap other tools fell into:
 
 - A vector result is judged series by series: each label set is a segment (``locale="de"``), so a regression
   confined to one locale is named rather than averaged away.
-- NaN and Inf (``0/0`` over an idle window) are no data, never a number compared against a threshold; an
-  empty result is no data too. What no data means is the guardrail's explicit ``noData`` policy.
+- NaN (``0/0`` over an idle window) is no data, never a number compared against a threshold; an empty
+  result is no data too. What no data means is the guardrail's explicit ``noData`` policy. Infinities are
+  values (``x/0`` with errors but no successes is +Inf): +Inf breaches a max, -Inf breaches a min.
 - A candidate segment with no control series to compare with is still judged on the absolute thresholds,
   and the message says the comparison with the control was skipped. When the comparison with the control
   is the guardrail's only threshold, that segment has no data.
+- Every text is bounded (`GuardrailLimits`): a segment's label string, each message and each error, so
+  a label holding a stack trace or a thousand segments never makes the status too large to write.
 - The allowance over the control is ``|control| x maxIncreaseOverControl``, so the limit never falls below
   the control even if a metric goes negative; for the usual non-negative metrics it is exactly
   ``control x (1 + maxIncreaseOverControl)`` (``1 -`` for min guardrails).
@@ -20,12 +23,14 @@ Choices made here, each one a trap other tools fell into:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from airollout.guardrails.limits import DEFAULT_LIMITS, GuardrailLimits, bounded_text
 from airollout.guardrails.templating import escape_string
 from airollout.model.spec import Guardrail, NoDataPolicy
 
@@ -81,7 +86,8 @@ class SegmentJudgement:
 
     guardrail: str
     segment: str
-    """The series' labels as PromQL writes them (``locale="de"``), sorted; ``""`` for a label-less series."""
+    """The series' labels as PromQL writes them (``locale="de"``), sorted; ``""`` for a label-less series.
+    Cut to `GuardrailLimits.max_segment_chars`."""
     outcome: Outcome
     value: float | None
     """The candidate's value; None when it had no data."""
@@ -123,14 +129,23 @@ def _window(query: str) -> str | None:
     return match[1] if match else None
 
 
+def _format(x: float, digits: int) -> str:
+    """``x`` to ``digits`` significant digits; +Inf, -Inf and NaN as Prometheus writes them."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "+Inf" if x > 0 else "-Inf"
+    return f"{x:.{digits}g}"
+
+
 def _num(x: float) -> str:
-    return f"{x:.4g}"
+    return _format(x, 4)
 
 
 def _distinct(value: float, limit: float) -> tuple[str, str]:
     """Format two numbers with enough digits that unequal ones never print the same."""
     for digits in (4, 6, 9, 17):
-        a, b = f"{value:.{digits}g}", f"{limit:.{digits}g}"
+        a, b = _format(value, digits), _format(limit, digits)
         if a != b or value == limit:
             break
     return a, b
@@ -176,8 +191,8 @@ def _judge_series(
     control_note: str | None,
     window: str | None,
 ) -> SegmentJudgement:
-    if not math.isfinite(value):
-        return _no_data(guardrail, segment, f"the value is {value}", window, control)
+    if math.isnan(value):
+        return _no_data(guardrail, segment, "the value is NaN", window, control)
 
     lower_is_worse = guardrail.lower_is_worse
     sign = "<" if lower_is_worse else ">"
@@ -239,6 +254,7 @@ def judge(
     guardrail: Guardrail,
     candidate: Sequence[Sample],
     control: Sequence[Sample] | None,
+    limits: GuardrailLimits = DEFAULT_LIMITS,
 ) -> GuardrailVerdict:
     """Judge the candidate's series against the guardrail's thresholds and, segment by segment, the control.
 
@@ -247,7 +263,7 @@ def judge(
     """
     window = _window(guardrail.query)
     if not candidate:
-        segments = (_no_data(guardrail, "", "the query returned no series", window),)
+        segments = (_bounded(_no_data(guardrail, "", "the query returned no series", window), limits),)
         return GuardrailVerdict(guardrail.name, segments[0].outcome, segments)
 
     controls = {_segment(s.labels): s.value for s in control or ()}
@@ -260,16 +276,20 @@ def judge(
         elif control_value is None:
             control_note = "no control series for this segment"
         elif not math.isfinite(control_value):
-            control_note = f"the control value is {control_value} for this segment"
+            control_note = f"the control value is {_num(control_value)} for this segment"
             control_value = None
         else:
             control_note = None
-        judgements.append(_judge_series(guardrail, segment, sample.value, control_value, control_note, window))
+        # Paired on the whole label string, shown cut: two long label sets must not pair by their prefix.
+        shown = bounded_text(segment, limits.max_segment_chars, digest=True)
+        judgement = _judge_series(guardrail, shown, sample.value, control_value, control_note, window)
+        judgements.append(_bounded(judgement, limits))
     return GuardrailVerdict(guardrail.name, _worst(j.outcome for j in judgements), tuple(judgements))
 
 
-def judge_error(guardrail: Guardrail, message: str) -> GuardrailVerdict:
+def judge_error(guardrail: Guardrail, message: str, limits: GuardrailLimits = DEFAULT_LIMITS) -> GuardrailVerdict:
     """The verdict for a guardrail that could not be measured: an Error, never a breach."""
+    error = bounded_text(message, limits.max_message_chars)
     segment = SegmentJudgement(
         guardrail.name,
         "",
@@ -278,6 +298,10 @@ def judge_error(guardrail: Guardrail, message: str) -> GuardrailVerdict:
         None,
         None,
         _window(guardrail.query),
-        f"{guardrail.name} could not be evaluated: {message}",
+        f"{guardrail.name} could not be evaluated: {error}",
     )
-    return GuardrailVerdict(guardrail.name, Outcome.ERROR, (segment,), error=message)
+    return GuardrailVerdict(guardrail.name, Outcome.ERROR, (_bounded(segment, limits),), error=error)
+
+
+def _bounded(judgement: SegmentJudgement, limits: GuardrailLimits) -> SegmentJudgement:
+    return dataclasses.replace(judgement, message=bounded_text(judgement.message, limits.max_message_chars))
