@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The AIRollout operator image: the package and its dependencies in a virtualenv, copied onto a clean slim
-# Python, run as a numeric non-root user so the pod's runAsNonRoot can be checked.
+# Python, run as a numeric non-root user so the pod's runAsNonRoot can be checked. Only the operator distribution
+# is installed: the test bed (testbed/) is a distribution of its own and never reaches the build context.
 #
 #   docker build -t airollout:0.1.0 .
 #

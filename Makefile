@@ -10,8 +10,8 @@ demo: bootstrap
 	$(PY)/airollout demo
 
 lint: bootstrap
-	$(PY)/ruff check operator tests $(wildcard benchmarks)
-	$(PY)/ruff format --check operator tests $(wildcard benchmarks)
+	$(PY)/ruff check operator testbed tests $(wildcard benchmarks)
+	$(PY)/ruff format --check operator testbed tests $(wildcard benchmarks)
 	$(PY)/mypy
 	$(PY)/lint-imports
 

@@ -39,8 +39,8 @@ from harness.stack import (
 from airollout.featbit import FeatBitClient
 from airollout.guardrails import PrometheusSource, QueryVariables
 from airollout.guardrails.templating import render_query
-from airollout.sandbox import processes
-from airollout.sandbox.prometheus import add_scrape_target
+from airollout_testbed.sandbox import processes
+from airollout_testbed.sandbox.prometheus import add_scrape_target
 
 NAMESPACE = "bench"
 FLAG = "breach-bench"
@@ -70,7 +70,7 @@ def _start_ai_service(stack: Stack) -> str:
         stack.dir,
         JOB,
         [
-            sys.executable, "-m", "airollout.demo.ai_service", "--port", str(port), "--flag", FLAG,
+            sys.executable, "-m", "airollout_testbed.demo.ai_service", "--port", str(port), "--flag", FLAG,
             "--env-secret", stack.env["FEATBIT_ENV_SECRET"], "--eval-url", stack.env["FEATBIT_EVAL_URL"],
             "--streaming-url", stack.streaming_url, "--websocket-timeout", "1", "--rps", "200",
         ],

@@ -20,7 +20,7 @@ from unittest import mock
 from harness.figures import header, report, trials
 from harness.stack import OperatorProcess, SetupFailed, Stack, rollout_manifest, sandbox, wait_for
 
-from airollout.sandbox import environment, processes
+from airollout_testbed.sandbox import environment, processes
 
 T = TypeVar("T")
 PARTS = ("start_etcd", "start_apiserver", "start_prometheus", "start_featbit_double")

@@ -29,8 +29,8 @@ from fbclient.config import Config, WebSocketConfig
 from fbclient.event_processor import NullEventProcessor
 
 from airollout.featbit import FeatBitClient
-from airollout.sandbox import environment, processes
-from airollout.sandbox.tools import missing_tools, tool
+from airollout_testbed.sandbox import environment, processes
+from airollout_testbed.sandbox.tools import missing_tools, tool
 
 __all__ = [
     "AUDIT_POLL_SECONDS",

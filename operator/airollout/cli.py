@@ -1,11 +1,22 @@
-"""The `airollout` command: run the operator, or a local sandbox to try it without a cluster."""
+"""The `airollout` command: `run` the operator, plus the commands other installed distributions plug in.
+
+The test bed (testbed/ in the repository, never in the image) adds `sandbox` and `demo` through the
+``airollout.commands`` entry-point group: each entry point is a function that takes the subparsers and adds
+its command, with a ``handler`` default that runs it. The operator itself never imports the test bed.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from importlib.metadata import entry_points
+
+_DESCRIPTION = "Run the AIRollout operator; where the test bed is installed, also a local sandbox and the demo."
+COMMANDS_GROUP = "airollout.commands"
+# The commands the test bed adds, named here only to say how to get them where it is not installed.
+_TESTBED_COMMANDS = ("sandbox", "demo")
+_TESTBED_FIX = "from the AIRollout checkout, `pip install ./testbed` (or `bash scripts/bootstrap.sh`)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="airollout", description=__doc__)
+    parser = argparse.ArgumentParser(prog="airollout", description=_DESCRIPTION)
     commands = parser.add_subparsers(metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the operator against the current kubeconfig")
@@ -36,20 +47,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="debug logging")
     run.set_defaults(handler=_run)
 
-    sandbox = commands.add_parser("sandbox", help="a local control plane, Prometheus and FeatBit double")
-    sandbox_commands = sandbox.add_subparsers(metavar="ACTION", required=True)
-    for name, handler, text in (
-        ("up", _sandbox_up, "start the sandbox in the background and write DIR/sandbox.env"),
-        ("down", _sandbox_down, "stop everything the sandbox in DIR started"),
-    ):
-        action = sandbox_commands.add_parser(name, help=text)
-        action.add_argument("--dir", type=Path, default=Path(".sandbox"), help="sandbox directory")
-        action.set_defaults(handler=handler)
-
-    demo = commands.add_parser("demo", help="the local demo: one rollout that advances, one that rolls back")
-    demo.add_argument("--dir", type=Path, default=Path(".sandbox/demo"), help="sandbox directory")
-    demo.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
-    demo.set_defaults(handler=_demo)
+    plugged_in = entry_points(group=COMMANDS_GROUP)
+    for command in plugged_in:
+        command.load()(commands)
+    for name in sorted(set(_TESTBED_COMMANDS) - set(plugged_in.names)):
+        # No prefix character ever starts an argument here, so `--dir X` or `-h` after the name still gets the fix.
+        missing = commands.add_parser(name, help="needs the test bed: pip install ./testbed", prefix_chars="\0")
+        missing.add_argument("arguments", nargs="*")
+        missing.set_defaults(handler=_not_installed, command=name)
     return parser
 
 
@@ -62,36 +67,9 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
-def _sandbox_up(args: argparse.Namespace) -> int:
-    from airollout.sandbox.environment import up
-    from airollout.sandbox.processes import SandboxError
-    from airollout.sandbox.tools import ToolMissing
-
-    try:
-        values = up(args.dir)
-    except (SandboxError, ToolMissing) as error:
-        print(f"airollout sandbox up: {error}", file=sys.stderr)
-        return 1
-    env_file = Path(values["SANDBOX_DIR"]) / "sandbox.env"
-    print(f"sandbox running in {env_file.parent}; use it with:\n  set -a; . {env_file}; set +a")
-    for key, value in values.items():
-        shown = "(secret)" if key in {"FEATBIT_TOKEN", "FEATBIT_ENV_SECRET"} else value
-        print(f"  {key}={shown}")
-    return 0
-
-
-def _sandbox_down(args: argparse.Namespace) -> int:
-    from airollout.sandbox.environment import down
-
-    stopped = down(args.dir)
-    print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from airollout.demo.scenario import run_demo
-
-    return run_demo(args.dir, keep=args.keep)
+def _not_installed(args: argparse.Namespace) -> int:
+    print(f"airollout {args.command}: the test bed is not installed; {_TESTBED_FIX}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from airollout.sandbox.featbit_double import FeatBitDouble
+from airollout_testbed.featbit_double import FeatBitDouble
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from airollout.featbit import (
     SegmentNotFound,
     build_targeting,
 )
-from airollout.sandbox.featbit_double import FeatBitDouble
+from airollout_testbed.featbit_double import FeatBitDouble
 from tests.support.featbit import count_variations, synthetic_users, wait_until
 
 pytestmark = pytest.mark.integration

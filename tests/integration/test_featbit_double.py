@@ -19,9 +19,9 @@ import httpx
 import pytest
 from fbclient.utils import build_token
 
-import airollout.sandbox.featbit_double as featbit_double_package
-from airollout.sandbox.featbit_double import FeatBitDouble
-from airollout.sandbox.featbit_double.token import encode_connection_token, env_id_of_secret, new_env_secret
+import airollout_testbed.featbit_double as featbit_double_package
+from airollout_testbed.featbit_double import FeatBitDouble
+from airollout_testbed.featbit_double.token import encode_connection_token, env_id_of_secret, new_env_secret
 from tests.support.featbit import wait_until
 
 CANARY_AT_25 = {
@@ -616,7 +616,7 @@ def test_polling_returns_data_only_when_something_changed(featbit_double: FeatBi
 
 def test_double_runs_as_a_process_that_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     ready = tmp_path / "featbit.json"
-    command = [sys.executable, "-m", "airollout.sandbox.featbit_double", "--token", "api-given", "--ready-file"]
+    command = [sys.executable, "-m", "airollout_testbed.featbit_double", "--token", "api-given", "--ready-file"]
     process = subprocess.Popen([*command, str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(ready.exists, timeout=20, message="the ready file")

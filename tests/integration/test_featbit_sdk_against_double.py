@@ -12,8 +12,8 @@ import httpx
 from fbclient import FBClient
 from fbclient.config import Config, WebSocketConfig
 
-from airollout.sandbox.featbit_double import FeatBitDouble
-from airollout.sandbox.featbit_double.token import new_env_secret
+from airollout_testbed.featbit_double import FeatBitDouble
+from airollout_testbed.featbit_double.token import new_env_secret
 from tests.support.featbit import count_variations, synthetic_users, wait_until
 
 FLAG = "ai-summary"

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from fbclient.client import FBClient
 
-from airollout.demo.ai_service import Behaviour, Knobs, LoadRegression
-from airollout.sandbox.featbit_double import FeatBitDouble
+from airollout_testbed.demo.ai_service import Behaviour, Knobs, LoadRegression
+from airollout_testbed.featbit_double import FeatBitDouble
 from tests.support.featbit import count_variations, synthetic_users
 from tests.support.guardrails import ScrapedService, StartScrapedService
 from tests.support.operator import (

@@ -10,7 +10,6 @@ from typing import TypeVar
 
 import pytest
 
-from airollout.demo.ai_service import LOCALES, AIService, Behaviour, Knobs, LoadRegression
 from airollout.guardrails import (
     GuardrailQueryFailed,
     GuardrailVerdict,
@@ -20,7 +19,8 @@ from airollout.guardrails import (
     measure,
 )
 from airollout.model.spec import Guardrail
-from airollout.sandbox.processes import free_port
+from airollout_testbed.demo.ai_service import LOCALES, AIService, Behaviour, Knobs, LoadRegression
+from airollout_testbed.sandbox.processes import free_port
 from tests.support.ai_service import PercentageSplit, StartAIService
 from tests.support.sandbox import Testbed
 

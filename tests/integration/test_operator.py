@@ -17,8 +17,8 @@ import pytest
 from fbclient.client import FBClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from airollout.sandbox import processes
-from airollout.sandbox.featbit_double import FeatBitDouble
+from airollout_testbed.featbit_double import FeatBitDouble
+from airollout_testbed.sandbox import processes
 from tests.support.featbit import count_variations, synthetic_users
 from tests.support.operator import (
     OperatorProcess,

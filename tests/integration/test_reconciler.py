@@ -14,7 +14,7 @@ from airollout.model import Phase
 from airollout.planner import ApplyStage, RollBack
 from airollout.reasons import Reason
 from airollout.reconciler import Connections, Rollout, reconcile
-from airollout.sandbox.featbit_double import FeatBitDouble
+from airollout_testbed.featbit_double import FeatBitDouble
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FLAG = "reranker"

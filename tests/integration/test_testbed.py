@@ -12,9 +12,9 @@ import pytest
 from prometheus_api_client import PrometheusConnect
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from airollout.sandbox import processes
-from airollout.sandbox.environment import read_env
-from airollout.sandbox.tools import tool
+from airollout_testbed.sandbox import processes
+from airollout_testbed.sandbox.environment import read_env
+from airollout_testbed.sandbox.tools import tool
 from tests.support.operator import wait_for
 from tests.support.sandbox import Testbed
 

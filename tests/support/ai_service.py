@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from airollout.demo.ai_service import AIService, Knobs
-from airollout.sandbox.processes import free_port
+from airollout_testbed.demo.ai_service import AIService, Knobs
+from airollout_testbed.sandbox.processes import free_port
 
 
 @dataclass
@@ -73,7 +73,7 @@ def _healthy(url: str) -> bool:
 
 @pytest.fixture
 def run_ai_service(tmp_path: Path) -> Iterator[Callable[[Sequence[str]], str]]:
-    """Run ``python -m airollout.demo.ai_service ARGS --port P`` and return its URL once it answers."""
+    """Run ``python -m airollout_testbed.demo.ai_service ARGS --port P`` and return its URL once it answers."""
     processes: list[subprocess.Popen[bytes]] = []
 
     def run(args: Sequence[str]) -> str:
@@ -81,7 +81,7 @@ def run_ai_service(tmp_path: Path) -> Iterator[Callable[[Sequence[str]], str]]:
         log = tmp_path / f"ai-service-{port}.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [sys.executable, "-m", "airollout.demo.ai_service", *args, "--port", str(port)],
+                [sys.executable, "-m", "airollout_testbed.demo.ai_service", *args, "--port", str(port)],
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )

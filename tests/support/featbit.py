@@ -19,7 +19,7 @@ import pytest
 from fbclient import FBClient
 from fbclient.config import Config, WebSocketConfig
 
-from airollout.sandbox.featbit_double import DoubleConfig, FeatBitDouble
+from airollout_testbed.featbit_double import DoubleConfig, FeatBitDouble
 
 __all__ = [
     "connect_sdk",

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from fbclient.client import FBClient
 
-from airollout.demo.ai_service import AIService, Knobs
-from airollout.sandbox.prometheus import scrape_targets_dir
+from airollout_testbed.demo.ai_service import AIService, Knobs
+from airollout_testbed.sandbox.prometheus import scrape_targets_dir
 from tests.support.ai_service import StartAIService
 from tests.support.sandbox import Testbed
 

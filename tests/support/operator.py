@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from airollout.sandbox import processes
+from airollout_testbed.sandbox import processes
 from tests.support.sandbox import Testbed
 
 CRD = Path(__file__).resolve().parents[2] / "crds" / "airollout.dev_airollouts.yaml"

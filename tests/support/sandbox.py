@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from airollout.sandbox.control_plane import start_apiserver, start_etcd
-from airollout.sandbox.environment import down
-from airollout.sandbox.prometheus import add_scrape_target, start_prometheus, stop_prometheus
-from airollout.sandbox.tools import INSTALL_HINT, missing_tools, tool
+from airollout_testbed.sandbox.control_plane import start_apiserver, start_etcd
+from airollout_testbed.sandbox.environment import down
+from airollout_testbed.sandbox.prometheus import add_scrape_target, start_prometheus, stop_prometheus
+from airollout_testbed.sandbox.tools import INSTALL_HINT, missing_tools, tool
 
 
 @dataclass

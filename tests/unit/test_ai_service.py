@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from airollout.demo.ai_service import LOCALES, AIService, Behaviour, Knobs, LoadRegression
+from airollout_testbed.demo.ai_service import LOCALES, AIService, Behaviour, Knobs, LoadRegression
 from tests.support.ai_service import PercentageSplit, StartAIService
 
 

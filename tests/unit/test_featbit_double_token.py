@@ -7,7 +7,7 @@ import uuid
 import pytest
 from fbclient import utils as sdk_utils
 
-from airollout.sandbox.featbit_double.token import (
+from airollout_testbed.featbit_double.token import (
     InvalidToken,
     decode_connection_token,
     encode_connection_token,

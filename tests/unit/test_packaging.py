@@ -1,25 +1,32 @@
 """What the image and the chart promise an operator of the cluster, checked without a cluster or Docker.
 
 No Docker engine runs where these tests run, so the Dockerfile is read as text: stages, base pins, user and
-entrypoint. The chart is rendered with helm (offline) and its RBAC compared with what the operator calls.
+entrypoint, and the wheel its builder installs is built here from the same files. The chart is rendered with
+helm (offline) and its RBAC compared with what the operator calls.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoints, entry_points
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from airollout.sandbox.tools import INSTALL_HINT, ToolMissing, tool
+import airollout.cli
+from airollout_testbed.sandbox.tools import INSTALL_HINT, ToolMissing, tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "airollout"
@@ -125,6 +132,79 @@ def test_the_build_context_holds_only_what_the_builder_copies() -> None:
     assert patterns[0] == "*", "start from nothing and re-include what the image needs"
     included = {p.removeprefix("!").rstrip("/") for p in patterns if p.startswith("!")}
     assert included == {"pyproject.toml", "README.md", "operator"}
+
+
+# -- what ships: the operator distribution, never the test bed ---------------------------------------------
+
+
+def test_the_builder_copies_nothing_of_the_test_bed() -> None:
+    builder = _dockerfile()[1][0]
+    assert not [copy for copy in builder.args_of("COPY") if "testbed" in copy]
+
+
+def test_the_wheel_the_image_installs_holds_the_operator_and_nothing_of_the_test_bed(tmp_path: Path) -> None:
+    source = tmp_path / "context"
+    source.mkdir()
+    # What the builder copies, less what .dockerignore keeps out of the context.
+    for copy in _dockerfile()[1][0].args_of("COPY"):
+        *sources, _ = copy.split()
+        for name in sources:
+            origin = ROOT / name
+            if origin.is_dir():
+                shutil.copytree(origin, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            else:
+                shutil.copy(origin, source / name)
+    # Offline, with the build system's setuptools from the test environment.
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q"]
+    built = subprocess.run(
+        [*pip_wheel, "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("airollout-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    packages = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert packages == {"airollout"}
+    assert "airollout/cli.py" in names
+    assert "airollout/py.typed" in names
+    assert not [name for name in names if re.search(r"testbed|sandbox|demo|featbit_double", name)]
+
+
+def test_no_operator_module_imports_the_test_bed() -> None:
+    importers = []
+    for module in (ROOT / "operator" / "airollout").rglob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            if any(name.split(".")[0] == "airollout_testbed" for name in names):
+                importers.append(str(module.relative_to(ROOT)))
+    assert importers == []
+
+
+def test_sandbox_and_demo_come_from_the_test_beds_entry_points() -> None:
+    commands = entry_points(group=airollout.cli.COMMANDS_GROUP)
+    assert {"sandbox", "demo"} <= set(commands.names)
+    assert {command.dist.name for command in commands if command.dist} == {"airollout-testbed"}
+
+
+@pytest.mark.parametrize(
+    "argv", [["sandbox", "up", "--dir", "x"], ["sandbox", "down"], ["demo", "--keep"]], ids=" ".join
+)
+def test_without_the_test_bed_its_commands_say_how_to_install_it(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(airollout.cli, "entry_points", lambda group: EntryPoints(()))
+    assert airollout.cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert f"airollout {argv[0]}: the test bed is not installed" in error
+    assert "pip install ./testbed" in error
 
 
 # -- the chart ---------------------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from airollout.sandbox import processes
-from airollout.sandbox.control_plane import start_apiserver, start_etcd
-from airollout.sandbox.processes import SandboxError
-from airollout.sandbox.prometheus import start_prometheus
+from airollout_testbed.sandbox import processes
+from airollout_testbed.sandbox.control_plane import start_apiserver, start_etcd
+from airollout_testbed.sandbox.processes import SandboxError
+from airollout_testbed.sandbox.prometheus import start_prometheus
 
 ENV_FILE = "sandbox.env"
 FEATBIT_DOUBLE = "featbit-double"
@@ -65,7 +65,7 @@ def start_featbit_double(directory: Path) -> dict[str, str]:
         directory,
         FEATBIT_DOUBLE,
         [
-            sys.executable, "-m", "airollout.sandbox.featbit_double",
+            sys.executable, "-m", "airollout_testbed.featbit_double",
             "--host", "127.0.0.1",
             "--api-port", str(processes.free_port()), "--eval-port", str(processes.free_port()),
             "--ready-file", str(ready_file),

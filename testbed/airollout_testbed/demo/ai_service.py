@@ -11,7 +11,7 @@ Requests are simulated, not served: nothing sleeps for the simulated latency, so
 per cent of a core at 200 requests/s and shares a small machine with an apiserver and Prometheus. A seeded
 RNG makes a run repeatable, and `AIService.simulate` drives it synchronously for deterministic tests.
 
-Run it: ``python -m airollout.demo.ai_service --port 8000 --flag ai-summary --env-secret S
+Run it: ``python -m airollout_testbed.demo.ai_service --port 8000 --flag ai-summary --env-secret S
 --eval-url http://127.0.0.1:5100 --streaming-url ws://127.0.0.1:5100 --knobs '{"rps": 200}'``.
 """
 
@@ -352,7 +352,7 @@ def _handler_for(service: AIService) -> type[BaseHTTPRequestHandler]:
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m airollout.demo.ai_service",
+        prog="python -m airollout_testbed.demo.ai_service",
         description="A synthetic AI service: FeatBit decides each request's variant, Prometheus sees the result.",
     )
     parser.add_argument("--host", default="127.0.0.1")

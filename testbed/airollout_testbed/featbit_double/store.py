@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from airollout.sandbox.featbit_double.json_patch import JsonPatchError, apply_patch
-from airollout.sandbox.featbit_double.model import (
+from airollout_testbed.featbit_double.json_patch import JsonPatchError, apply_patch
+from airollout_testbed.featbit_double.model import (
     FLAG,
     SEGMENT_CONDITION_PROPERTIES,
     BindingError,

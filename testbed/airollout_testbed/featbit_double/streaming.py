@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
-from airollout.sandbox.featbit_double.model import JsonObject
-from airollout.sandbox.featbit_double.responses import problem
-from airollout.sandbox.featbit_double.store import Environment, Kind, Store
-from airollout.sandbox.featbit_double.token import InvalidToken, decode_connection_token, env_id_of_secret
+from airollout_testbed.featbit_double.model import JsonObject
+from airollout_testbed.featbit_double.responses import problem
+from airollout_testbed.featbit_double.store import Environment, Kind, Store
+from airollout_testbed.featbit_double.token import InvalidToken, decode_connection_token, env_id_of_secret
 
 __all__ = ["EvaluationServer"]
 

@@ -18,11 +18,11 @@ from typing import Any
 
 from airollout.featbit.client import FeatBitClient
 from airollout.featbit.errors import FeatBitRejected
-from airollout.sandbox import processes
-from airollout.sandbox.environment import down, read_env, up
-from airollout.sandbox.processes import SandboxError
-from airollout.sandbox.prometheus import add_scrape_target
-from airollout.sandbox.tools import ToolMissing, tool
+from airollout_testbed.sandbox import processes
+from airollout_testbed.sandbox.environment import down, read_env, up
+from airollout_testbed.sandbox.processes import SandboxError
+from airollout_testbed.sandbox.prometheus import add_scrape_target
+from airollout_testbed.sandbox.tools import ToolMissing, tool
 
 NAMESPACE = "demo"
 CRD = Path(__file__).resolve().parents[3] / "crds" / "airollout.dev_airollouts.yaml"
@@ -136,7 +136,7 @@ def _start_ai_service(directory: Path, env: dict[str, str], flag: str, port: int
         directory,
         f"ai-service-{flag}",
         [
-            sys.executable, "-m", "airollout.demo.ai_service", "--port", str(port), "--flag", flag,
+            sys.executable, "-m", "airollout_testbed.demo.ai_service", "--port", str(port), "--flag", flag,
             # The secret may start with "-": glued to its option, argparse never reads it as one.
             f"--env-secret={env['FEATBIT_ENV_SECRET']}", "--eval-url", env["FEATBIT_EVAL_URL"],
             "--streaming-url", env["FEATBIT_EVAL_URL"].replace("http", "ws", 1),

@@ -10,9 +10,9 @@ import ssl
 import urllib.request
 from pathlib import Path
 
-from airollout.sandbox import processes
-from airollout.sandbox.certs import make_certs
-from airollout.sandbox.tools import tool
+from airollout_testbed.sandbox import processes
+from airollout_testbed.sandbox.certs import make_certs
+from airollout_testbed.sandbox.tools import tool
 
 APISERVER_READY_TIMEOUT = 120.0
 

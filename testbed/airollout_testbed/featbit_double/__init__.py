@@ -5,7 +5,7 @@ management API and data-sync protocol closely enough that FeatBit's own Python S
 and evaluates flags, and it adds fault knobs for reliability tests.
 """
 
-from airollout.sandbox.featbit_double.double import DoubleConfig, FeatBitDouble
-from airollout.sandbox.featbit_double.faults import Faults
+from airollout_testbed.featbit_double.double import DoubleConfig, FeatBitDouble
+from airollout_testbed.featbit_double.faults import Faults
 
 __all__ = ["DoubleConfig", "Faults", "FeatBitDouble"]

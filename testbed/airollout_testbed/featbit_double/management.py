@@ -20,9 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
-from airollout.sandbox.featbit_double.faults import Faults
-from airollout.sandbox.featbit_double.json_patch import JsonPatchError
-from airollout.sandbox.featbit_double.model import (
+from airollout_testbed.featbit_double.faults import Faults
+from airollout_testbed.featbit_double.json_patch import JsonPatchError
+from airollout_testbed.featbit_double.model import (
     CHANGE_REQUEST,
     CREATE_FLAG,
     CREATE_SEGMENT,
@@ -34,8 +34,8 @@ from airollout.sandbox.featbit_double.model import (
     BindingError,
     JsonObject,
 )
-from airollout.sandbox.featbit_double.responses import envelope, failure, problem
-from airollout.sandbox.featbit_double.store import (
+from airollout_testbed.featbit_double.responses import envelope, failure, problem
+from airollout_testbed.featbit_double.store import (
     Actor,
     BusinessRuleViolated,
     FeatBitError,

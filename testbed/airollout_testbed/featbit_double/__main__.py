@@ -1,6 +1,6 @@
 """Run the FeatBit double as a process, for the local sandbox and for tests of other processes.
 
-    python -m airollout.sandbox.featbit_double --api-port 5000 --eval-port 5100 --ready-file F
+    python -m airollout_testbed.featbit_double --api-port 5000 --eval-port 5100 --ready-file F
 
 Once both servers listen, the ready file receives JSON with the URLs and credentials (written
 atomically, so a reader never sees half of it). Credentials go only there, never to the log.
@@ -18,13 +18,13 @@ import os
 import signal
 from pathlib import Path
 
-from airollout.sandbox.featbit_double.double import DoubleConfig, FeatBitDouble
+from airollout_testbed.featbit_double.double import DoubleConfig, FeatBitDouble
 
-log = logging.getLogger("airollout.sandbox.featbit_double")
+log = logging.getLogger("airollout_testbed.featbit_double")
 
 
 def _arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m airollout.sandbox.featbit_double", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m airollout_testbed.featbit_double", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--api-port", type=int, default=0, help="management API port (0: any free port)")
     parser.add_argument("--eval-port", type=int, default=0, help="evaluation server port (0: any free port)")

@@ -16,12 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
-from airollout.sandbox.featbit_double.faults import Faults
-from airollout.sandbox.featbit_double.management import ManagementApi
-from airollout.sandbox.featbit_double.model import CREATE_FLAG, CREATE_SEGMENT, SEGMENT_TARGETING, JsonObject
-from airollout.sandbox.featbit_double.store import Actor, Environment, Kind, Store
-from airollout.sandbox.featbit_double.streaming import EvaluationServer
-from airollout.sandbox.featbit_double.token import env_id_of_secret, new_access_token, new_env_secret
+from airollout_testbed.featbit_double.faults import Faults
+from airollout_testbed.featbit_double.management import ManagementApi
+from airollout_testbed.featbit_double.model import CREATE_FLAG, CREATE_SEGMENT, SEGMENT_TARGETING, JsonObject
+from airollout_testbed.featbit_double.store import Actor, Environment, Kind, Store
+from airollout_testbed.featbit_double.streaming import EvaluationServer
+from airollout_testbed.featbit_double.token import env_id_of_secret, new_access_token, new_env_secret
 
 __all__ = ["DoubleConfig", "FeatBitDouble"]
 

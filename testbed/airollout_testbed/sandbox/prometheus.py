@@ -10,8 +10,8 @@ import json
 import urllib.request
 from pathlib import Path
 
-from airollout.sandbox import processes
-from airollout.sandbox.tools import tool
+from airollout_testbed.sandbox import processes
+from airollout_testbed.sandbox.tools import tool
 
 NAME = "prometheus"
 
