@@ -11,10 +11,11 @@ gives the status to write instead: same stage, and a condition that says what is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from airollout.guardrails.judging import GuardrailVerdict, Outcome, overall
 from airollout.model import (
@@ -73,15 +74,36 @@ class Problem:
 
 
 @dataclass(frozen=True)
+class KillRequest:
+    """The candidate must go off now: ``spec.killSwitch`` or the abort verb, read even from a broken spec."""
+
+    why: str
+    actor: str
+    by_verb: bool = False
+
+
+@dataclass(frozen=True)
 class Observation:
     flag: FlagView | None = None
-    """None when the flag was not read this tick."""
+    """None when the flag was not read this time."""
     problem: Problem | None = None
     verdicts: tuple[GuardrailVerdict, ...] | None = None
-    """None when the guardrails were not measured this tick."""
+    """None when the guardrails were not measured this time."""
     verb: str | None = None
     actor: str = "operator"
     invalid_spec: str | None = None
+    kill: KillRequest | None = None
+    flag_off_revision: str | None = None
+    """Set when the kill-switch lane already turned the flag off: the revision FeatBit acknowledged."""
+
+
+def kill_request(spec: Mapping[str, Any], verb: str | None, actor: str) -> KillRequest | None:
+    """Whether the raw spec or the verb asks for the kill switch; nothing else in the spec needs to parse."""
+    if verb is not None and verb.strip() == Verb.ABORT:
+        return KillRequest(why=f"abort requested by {actor}", actor=actor, by_verb=True)
+    if spec.get("killSwitch") is True:
+        return KillRequest(why="spec.killSwitch is true", actor="spec.killSwitch")
+    return None
 
 
 @dataclass(frozen=True)
@@ -135,8 +157,8 @@ def analysis_due(spec: AIRolloutSpec, status: AIRolloutStatus, now: datetime) ->
         return True
     if now - last >= parse_duration(spec.analysis.interval):
         return True
-    bake_end = _bake_end(spec, status)
-    return bake_end is not None and now >= bake_end > last
+    end = bake_end(spec, status)
+    return end is not None and now >= end > last
 
 
 def plan(
@@ -180,12 +202,17 @@ class _Planner:
 
     def decide(self) -> Decision:
         self._update(observed_generation=self.generation)
-        if self.obs.invalid_spec is not None:
+        kill = self.obs.kill
+        if kill is None and self.spec.kill_switch and self.obs.invalid_spec is None:
+            kill = KillRequest(why="spec.killSwitch is true", actor="spec.killSwitch")
+        if kill is not None and self.status.phase is not Phase.ROLLED_BACK:
+            # First of all, and whatever else the spec holds: the kill switch needs only the flag.
+            self.consume_verb = kill.by_verb
+            self._roll_back(Reason.KILL_SWITCH_ENGAGED, kill.why, actor=kill.actor)
+        elif self.obs.invalid_spec is not None:
             self._invalid_spec(self.obs.invalid_spec)
         elif self.old.flag_identity is not None and self.old.flag_identity != flag_identity(self.spec):
             self._restart_for_new_flag()
-        elif self.spec.kill_switch and self.status.phase is not Phase.ROLLED_BACK:
-            self._roll_back(Reason.KILL_SWITCH_ENGAGED, "spec.killSwitch is true", actor="spec.killSwitch")
         elif self.obs.verb is not None:
             self._verb(self.obs.verb)
         elif self.status.phase is Phase.FAILED and self.old.observed_generation != self.generation:
@@ -207,10 +234,20 @@ class _Planner:
         )
 
     def _invalid_spec(self, message: str) -> None:
-        if self.status.phase is Phase.FAILED and self.status.message == message:
+        if self.obs.verb is not None:
+            self.consume_verb = True
+            self._record(
+                Reason.ACTION_REJECTED,
+                f"{self.obs.verb.strip()[:40]!r} from {self.obs.actor} ignored: the spec is invalid; fix it first "
+                "(abort still works)",
+                self.obs.actor,
+            )
+        # A rolled-back rollout stays rolled back: the spec edit must not hide that the candidate is off.
+        phase = Phase.ROLLED_BACK if self.status.phase is Phase.ROLLED_BACK else Phase.FAILED
+        if self.status.phase is phase and self.status.message == message:
             return
         self._record(Reason.INVALID_SPEC, message)
-        self._update(phase=Phase.FAILED, message=message)
+        self._update(phase=phase, message=message)
         self._condition(ConditionType.PROGRESSING, False, Reason.INVALID_SPEC, message)
 
     def _recover_from_invalid_spec(self) -> None:
@@ -394,13 +431,13 @@ class _Planner:
             self._roll_back(Reason.ROLLED_BACK, f"guardrail breached {at}: {detail}", breach=True)
 
     def _maybe_advance(self) -> None:
-        bake_end = _bake_end(self.spec, self.status)
-        if bake_end is None or self.now < bake_end:
+        end = bake_end(self.spec, self.status)
+        if end is None or self.now < end:
             return
         if self.spec.guardrails:
             last = self.status.last_analysis_at
             passing = _find(self.status.conditions, ConditionType.GUARDRAILS_PASSING)
-            if last is None or last < bake_end or passing is None or passing.status != "True":
+            if last is None or last < end or passing is None or passing.status != "True":
                 return
         self._advance(self._stage_summary())
 
@@ -445,7 +482,8 @@ class _Planner:
         at = f"stage {self.status.stage_name}" if self.status.stage_name else "the start"
         if not breach:
             self._record(reason, f"candidate turned off at {at}: {why}", actor)
-        self._record(Reason.ROLLED_BACK, f"everyone is served {self.spec.flag.control}: {why}", actor, percentage=0.0)
+        served = "the flag's off-variation" if self.obs.invalid_spec is not None else self.spec.flag.control
+        self._record(Reason.ROLLED_BACK, f"everyone is served {served}: {why}", actor, percentage=0.0)
         self._update(phase=Phase.ROLLED_BACK, percentage=0.0, pause_reason=None, message=f"rolled back: {why}")
         self._condition(ConditionType.PROGRESSING, False, Reason.ROLLED_BACK, why)
         self.actions = [RollBack(comment=self._comment(f"rollback: {why}"))]
@@ -522,7 +560,8 @@ _OUTCOME_REASON = {
 }
 
 
-def _bake_end(spec: AIRolloutSpec, status: AIRolloutStatus) -> datetime | None:
+def bake_end(spec: AIRolloutSpec, status: AIRolloutStatus) -> datetime | None:
+    """When the current stage's minimum bake time is over (None outside a stage)."""
     if status.stage_index is None or status.stage_started_at is None or status.stage_index >= len(spec.stages):
         return None
     return status.stage_started_at + spec.stages[status.stage_index].bake_time
@@ -620,13 +659,16 @@ __all__ = [
     "Decision",
     "FlagSync",
     "FlagView",
+    "KillRequest",
     "Observation",
     "Problem",
     "RollBack",
     "Verb",
     "analysis_due",
+    "bake_end",
     "flag_identity",
     "granted_segments",
+    "kill_request",
     "plan",
     "plan_failure",
 ]

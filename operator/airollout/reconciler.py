@@ -40,6 +40,7 @@ from airollout.planner import (
     RollBack,
     analysis_due,
     granted_segments,
+    kill_request,
     plan,
     plan_failure,
 )
@@ -84,6 +85,8 @@ class Connections:
     flags: FlagService | None
     metrics: MetricsSource | None = None
     problem: Problem | None = None
+    lane: FlagService | None = None
+    """The kill-switch lane: turns the candidate off ahead of routine work, retrying until acknowledged."""
 
 
 def parse_spec(raw: Mapping[str, Any]) -> tuple[AIRolloutSpec | None, str | None]:
@@ -110,45 +113,78 @@ async def reconcile(
     connections: Connections,
     now: datetime,
     featbit_turn: AbstractAsyncContextManager[object] | None = None,
+    *,
+    read_flag: bool = True,
+    flag_off_revision: str | None = None,
 ) -> Decision:
-    """Observe, plan and act once; the returned decision's status is what to write.
+    """Measure, then decide and act, once; the returned decision's status is what to write.
 
     ``featbit_turn`` is held from reading the flag to the last write, and only then: guardrail queries
     run before it, so a slow Prometheus never delays a kill switch waiting for the same turn.
     """
-    status = parse_status(rollout.status)
-    spec, invalid = parse_spec(rollout.spec)
-    if spec is None:
-        return plan(_placeholder_spec(), status, Observation(invalid_spec=invalid), now, rollout.generation)
-    verdicts = None
-    if connections.metrics is not None and analysis_due(spec, status, now):
-        verdicts = await _measure(spec, status, rollout.namespace, connections.metrics)
+    verdicts = await measure_due(rollout, connections, now)
     async with featbit_turn or nullcontext():
-        return await _decide_and_act(rollout, connections, spec, status, verdicts, now)
+        return await act(rollout, connections, verdicts, now, read_flag=read_flag, flag_off_revision=flag_off_revision)
 
 
-async def _decide_and_act(
+async def measure_due(rollout: Rollout, connections: Connections, now: datetime) -> tuple[GuardrailVerdict, ...] | None:
+    """The guardrail verdicts when an analysis is due (never while the candidate is being turned off)."""
+    spec, _invalid = parse_spec(rollout.spec)
+    if spec is None or connections.metrics is None or kill_request(rollout.spec, rollout.verb, rollout.actor):
+        return None
+    status = parse_status(rollout.status)
+    if not analysis_due(spec, status, now):
+        return None
+    return await _measure(spec, status, rollout.namespace, connections.metrics)
+
+
+async def act(
     rollout: Rollout,
     connections: Connections,
-    spec: AIRolloutSpec,
-    status: AIRolloutStatus,
     verdicts: tuple[GuardrailVerdict, ...] | None,
     now: datetime,
+    *,
+    read_flag: bool = True,
+    flag_off_revision: str | None = None,
 ) -> Decision:
-    segment_ids: dict[str, str] = {}
+    """Plan from what is known now and carry out the plan's FeatBit actions.
+
+    The flag is read only when ``read_flag`` (a drift check is due) or before a write.
+    ``flag_off_revision`` says the kill-switch lane already turned the flag off, so a rollback only has to
+    record it and reset the targeting. A spec that does not parse is still switched off that way.
+    """
+    status = parse_status(rollout.status)
+    spec, invalid = parse_spec(rollout.spec)
+    kill = kill_request(rollout.spec, rollout.verb, rollout.actor)
+    if spec is None:
+        observation = Observation(
+            invalid_spec=invalid, kill=kill, verb=rollout.verb, actor=rollout.actor, flag_off_revision=flag_off_revision
+        )
+        decision = plan(_placeholder_spec(), status, observation, now, rollout.generation)
+        if any(isinstance(a, RollBack) for a in decision.actions) and flag_off_revision is None:
+            # Only the kill-switch lane can turn off a flag whose spec does not parse, and it has not yet.
+            waiting = Problem(Reason.FEATBIT_UNAVAILABLE, "the kill switch is not acknowledged by FeatBit yet")
+            return plan_failure(status, waiting, now, rollout.generation)
+        return _with_revision(decision, flag_off_revision)
+
     flag_view: FlagView | None = None
     problem = connections.problem
     flags = connections.flags
-    if flags is not None and problem is None:
+    if flags is not None and problem is None and read_flag and kill is None:
         try:
-            segment_ids = await _segment_ids(flags, spec)
-            flag_view = await _observe_flag(flags, spec, status, segment_ids, rollout.ref)
+            flag_view = await _observe_flag(flags, spec, status, rollout.ref)
         except FeatBitError as error:
             problem = problem_of(error)
         except _Misconfigured as error:
             problem = Problem(Reason.FLAG_MISCONFIGURED, str(error))
     observation = Observation(
-        flag=flag_view, problem=problem, verdicts=verdicts, verb=rollout.verb, actor=rollout.actor
+        flag=flag_view,
+        problem=problem,
+        verdicts=verdicts,
+        verb=rollout.verb,
+        actor=rollout.actor,
+        kill=kill,
+        flag_off_revision=flag_off_revision,
     )
 
     decision = plan(spec, status, observation, now, rollout.generation)
@@ -162,13 +198,19 @@ async def _decide_and_act(
         for action in decision.actions:
             comment = f"AIRollout {rollout.ref} {action.comment}"
             if isinstance(action, ApplyStage):
-                revision = await apply_stage(flags, spec, action.index, segment_ids, comment)
+                revision = await apply_stage(flags, spec, action.index, comment)
             elif isinstance(action, RollBack):
-                revision = await roll_back(flags, spec, comment)
+                revision = await roll_back(connections.lane or flags, spec, comment, already_off=flag_off_revision)
     except FeatBitError as error:
         return plan_failure(status, problem_of(error), now, rollout.generation)
     except _Misconfigured as error:
         return plan_failure(status, Problem(Reason.FLAG_MISCONFIGURED, str(error)), now, rollout.generation)
+    return _with_revision(decision, revision)
+
+
+def _with_revision(decision: Decision, revision: str | None) -> Decision:
+    if revision is None:
+        return decision
     return Decision(
         status=decision.status.model_copy(update={"flag_revision": revision}),
         actions=decision.actions,
@@ -186,11 +228,9 @@ def exposure(spec: AIRolloutSpec, index: int, segment_ids: Mapping[str, str]) ->
     )
 
 
-async def apply_stage(
-    flags: FlagService, spec: AIRolloutSpec, index: int, segment_ids: Mapping[str, str], comment: str
-) -> str:
+async def apply_stage(flags: FlagService, spec: AIRolloutSpec, index: int, comment: str) -> str:
     """Make FeatBit serve stage ``index``; a no-op write when it already does. Returns the revision."""
-    target = exposure(spec, index, segment_ids)
+    target = exposure(spec, index, await _segment_ids(flags, spec))
     flag_ref = spec.flag
     flag = await flags.get_flag(flag_ref.env_id, flag_ref.key)
     _check_kill_switch_serves_control(flag, spec)
@@ -202,13 +242,20 @@ async def apply_stage(
     return revision
 
 
-async def roll_back(flags: FlagService, spec: AIRolloutSpec, comment: str) -> str:
-    """Turn the flag off (everyone gets control at once), then reset its targeting to control."""
+async def roll_back(flags: FlagService, spec: AIRolloutSpec, comment: str, *, already_off: str | None = None) -> str:
+    """Turn the flag off (everyone gets control at once), then reset its targeting to control.
+
+    ``already_off``: the kill-switch lane turned it off already; only the targeting is left to reset.
+    """
     flag_ref = spec.flag
-    await flags.toggle(flag_ref.env_id, flag_ref.key, False, comment=comment)
-    return await flags.write_targeting(
-        flag_ref.env_id, flag_ref.key, lambda current: _targeting(spec, current, None), comment=comment
-    )
+    revision = already_off or await flags.toggle(flag_ref.env_id, flag_ref.key, False, comment=comment)
+    try:
+        return await flags.write_targeting(
+            flag_ref.env_id, flag_ref.key, lambda current: _targeting(spec, current, None), comment=comment
+        )
+    except FeatBitError:
+        # The candidate is off, which is what matters: the targeting is rewritten whole by the next start.
+        return revision
 
 
 def _targeting(spec: AIRolloutSpec, flag: Mapping[str, Any], target: Exposure | None) -> dict[str, Any]:
@@ -252,7 +299,7 @@ async def _segment_ids(flags: FlagService, spec: AIRolloutSpec) -> dict[str, str
 
 
 async def _observe_flag(
-    flags: FlagService, spec: AIRolloutSpec, status: AIRolloutStatus, segment_ids: Mapping[str, str], rollout: str
+    flags: FlagService, spec: AIRolloutSpec, status: AIRolloutStatus, rollout: str
 ) -> FlagView | None:
     """Read the flag and tell whether it serves what status says, a later stage, or someone else's change.
 
@@ -267,6 +314,7 @@ async def _observe_flag(
     if status.stage_index is None or revision == status.flag_revision:
         return FlagView(sync=FlagSync.IN_SYNC, revision=revision)
     actual = targeting_of(flag)
+    segment_ids = await _segment_ids(flags, spec)
 
     def serves(target: Exposure | None) -> bool:
         return actual == targeting_of(_targeting(spec, flag, target))

@@ -41,10 +41,12 @@ from airollout.featbit.errors import (
 )
 from airollout.featbit.targeting import targeting_of
 
-__all__ = ["FeatBitClient"]
+__all__ = ["COMMENT_LIMIT", "FeatBitClient"]
 
 logger = logging.getLogger(__name__)
 
+COMMENT_LIMIT = 512
+"""FeatBit's audit-log comment column (audit_logs.comment varchar(512))."""
 _TARGETING_KEYS = ("targetUsers", "rules", "fallthrough", "exptIncludeAllTargets")
 _SEGMENT_PAGE_SIZE = 100
 _BODY_EXCERPT = 200
@@ -74,7 +76,8 @@ class FeatBitClient:
 
     `base_url` is the API server (self-hosted default `http://localhost:5000`), not the evaluation
     server. `token` is a FeatBit access token, sent raw in `Authorization` as FeatBit expects.
-    Each attempt gets `timeout` seconds; a request is tried at most `max_attempts` times. `sleep` and
+    Each attempt gets `timeout` seconds; a request is tried at most `max_attempts` times, over at most
+    `max_connections` connections (a client is a pool: the kill switch has one of its own). `sleep` and
     `random` are seams for tests of the backoff.
     """
 
@@ -85,6 +88,7 @@ class FeatBitClient:
         *,
         timeout: float = 5.0,
         max_attempts: int = 4,
+        max_connections: int = 16,
         backoff_base: float = 0.2,
         backoff_cap: float = 3.0,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -116,6 +120,7 @@ class FeatBitClient:
                 "User-Agent": f"airollout/{__version__}",
             },
             timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             transport=transport,
         )
 
@@ -490,10 +495,16 @@ def _object(data: Any, call: _Call) -> dict[str, Any]:
 
 
 def _comment(comment: str) -> str:
-    # FeatBit records the comment in its audit log: the only trace of why the operator changed a flag.
-    if not comment.strip():
+    """The comment as FeatBit can store it: one line, at most `COMMENT_LIMIT` characters.
+
+    FeatBit records the comment in its audit log, the only trace of why the operator changed a flag. Its
+    column is varchar(512): a longer comment saves the flag, fails the audit insert and answers 500, and
+    the change is never pushed to SDKs. The start, which names the rollout, is what is kept.
+    """
+    text = " ".join(comment.split())
+    if not text:
         raise ValueError("every change to FeatBit must carry a comment saying who changed it and why")
-    return comment
+    return text if len(text) <= COMMENT_LIMIT else text[: COMMENT_LIMIT - 1] + "…"
 
 
 def _quote(segment: str) -> str:

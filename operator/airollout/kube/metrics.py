@@ -27,6 +27,13 @@ KILL_SWITCH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )  # fmt: skip
 
+SCHEDULER_LATENESS = Histogram(
+    "airollout_scheduler_lateness_seconds", "From a rollout's deadline to a worker starting on it.",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+)  # fmt: skip
+SCHEDULER_DEPTH = Gauge("airollout_scheduler_queue_depth", "Rollouts due and waiting for a routine worker.")
+TRACKED = Gauge("airollout_rollouts_tracked", "AIRollouts this operator process is responsible for.")
+
 
 def serve(port: int) -> None:
     start_http_server(port)

@@ -7,9 +7,15 @@ from collections.abc import Sequence
 
 import kopf
 
+from airollout.settings import Settings
+
 
 def run_operator(
-    namespaces: Sequence[str], liveness: str | None, verbose: bool = False, metrics_port: int | None = None
+    namespaces: Sequence[str],
+    liveness: str | None,
+    verbose: bool = False,
+    metrics_port: int | None = None,
+    settings: Settings | None = None,
 ) -> int:
     """Serve AIRollouts in ``namespaces`` (all when empty) until interrupted; 0 on a clean stop."""
     # Registering the handlers is importing them.
@@ -20,17 +26,18 @@ def run_operator(
         metrics.serve(metrics_port)
 
     kopf.configure(verbose=verbose)
-    settings = kopf.OperatorSettings()
+    kopf_settings = kopf.OperatorSettings()
     # Namespaced: Kopf need not discover namespaces or CRDs cluster-wide, which a Role could not allow.
-    settings.scanning.disabled = bool(namespaces)
-    # One replica, no peering: Kopf's peering freezes operators of equal priority rather than electing one.
+    kopf_settings.scanning.disabled = bool(namespaces)
+    # One process per shard set, no peering: Kopf's peering freezes operators of equal priority.
     asyncio.run(
         kopf.operator(
-            settings=settings,
+            settings=kopf_settings,
             standalone=True,
             clusterwide=not namespaces,
             namespaces=list(namespaces),
             liveness_endpoint=liveness,
+            memo=kopf.Memo(settings=settings or Settings()),
         )
     )
     return 0

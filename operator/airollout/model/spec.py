@@ -45,15 +45,13 @@ class SecretKeyRef(_Model):
     key: str = Field(default="token", min_length=1)
 
 
-class FlagRef(_Model):
-    """The FeatBit flag this rollout drives, and which of its variations are new and old."""
+class FlagAddress(_Model):
+    """Where a flag is: its key in a FeatBit environment."""
+
+    model_config = ConfigDict(extra="ignore")
 
     key: str = Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9._-]+$")
     env_id: str = Field(min_length=1)
-    candidate: str = Field(min_length=1)
-    control: str = Field(min_length=1)
-    dispatch_key: str = Field(default="keyId", min_length=1)
-    """The user attribute that buckets users into the percentage (FeatBit's dispatchKey)."""
 
     @field_validator("env_id")
     @classmethod
@@ -65,6 +63,17 @@ class FlagRef(_Model):
                 "GET /api/v1/projects (environments[].id)"
             )
         return value
+
+
+class FlagRef(FlagAddress):
+    """The FeatBit flag this rollout drives, and which of its variations are new and old."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidate: str = Field(min_length=1)
+    control: str = Field(min_length=1)
+    dispatch_key: str = Field(default="keyId", min_length=1)
+    """The user attribute that buckets users into the percentage (FeatBit's dispatchKey)."""
 
     @model_validator(mode="after")
     def _candidate_is_not_control(self) -> FlagRef:
@@ -191,3 +200,16 @@ class AIRolloutSpec(_Model):
         if len(set(names)) != len(names):
             raise ValueError("guardrail names must be unique")
         return self
+
+
+class KillSwitchTarget(_Model):
+    """The only parts of a spec the kill switch needs, read on their own.
+
+    A spec broken anywhere else (a query typo, a huge timeout) must still be switched off: only a flag that
+    cannot be addressed, or a FeatBit that cannot be reached, stops the kill switch.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    flag: FlagAddress
+    featbit: FeatBitRef

@@ -1,0 +1,83 @@
+"""When a rollout next needs attention, derived from its status: the engine sleeps until then.
+
+Pure, like the planner: a restarted operator computes the same deadlines from the same status, so nothing
+about timing is lost with the process. The one input that is not in status, when the flag was last read,
+only makes the next drift check due at once after a restart (one read per rollout).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airollout.model import AIRolloutSpec, AIRolloutStatus, Phase, parse_duration
+from airollout.planner import analysis_due, bake_end
+from airollout.reasons import ConditionType, Reason
+
+_ACTIVE = frozenset({Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED})
+_MIN_RETRY = timedelta(seconds=1)
+
+
+def problem_since(status: AIRolloutStatus) -> datetime | None:
+    """Since when FeatBit (or a Secret it needs) could not be used, if it cannot be now."""
+    for condition in status.conditions:
+        if (
+            condition.type == ConditionType.FEATBIT_SYNCED
+            and condition.status == "False"
+            and condition.reason != Reason.FLAG_EDITED_OUT_OF_BAND
+        ):
+            return condition.last_transition_time
+    return None
+
+
+def flag_check_due(
+    status: AIRolloutStatus, now: datetime, flag_checked_at: datetime | None, interval: timedelta
+) -> bool:
+    """Whether to read the flag now to notice edits made in FeatBit by someone else."""
+    if status.phase is not Phase.PROGRESSING:
+        return False
+    if flag_checked_at is None or problem_since(status) is not None:
+        return True
+    return now - flag_checked_at >= interval
+
+
+def next_due(
+    spec: AIRolloutSpec,
+    status: AIRolloutStatus,
+    now: datetime,
+    *,
+    flag_checked_at: datetime | None,
+    drift_interval: timedelta,
+    retry_cap: timedelta,
+) -> datetime | None:
+    """The next moment this rollout has something to do, or None until its resource changes.
+
+    A problem with FeatBit backs off, waiting as long again as it has lasted (capped), since nothing can
+    move until FeatBit answers. Otherwise the earliest of: the stage's bake end, the next analysis, the
+    next drift check.
+    """
+    if status.phase not in _ACTIVE:
+        return None
+    since = problem_since(status)
+    if since is not None:
+        waited = max(now - since, _MIN_RETRY)
+        return now + min(waited, retry_cap)
+    if status.phase is Phase.PENDING:
+        return now
+    due: list[datetime] = []
+    if spec.guardrails and status.stage_index is not None:
+        if analysis_due(spec, status, now):
+            due.append(now)
+        elif status.phase is Phase.PROGRESSING or status.pause_reason == Reason.GUARDRAIL_QUERY_FAILED:
+            last = status.last_analysis_at or now
+            due.append(last + parse_duration(spec.analysis.interval))
+    if status.phase is Phase.PROGRESSING:
+        end = bake_end(spec, status)
+        if end is not None and end > now:
+            due.append(end)
+        elif end is not None and not spec.guardrails:
+            due.append(now)
+        due.append(now if flag_checked_at is None else flag_checked_at + drift_interval)
+    return min(due) if due else None
+
+
+__all__ = ["flag_check_due", "next_due", "problem_since"]

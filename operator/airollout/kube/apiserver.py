@@ -1,0 +1,152 @@
+"""Status patches and Events, written by the operator itself on connection pools of their own.
+
+Kopf watches; writing is done here so that a rollout's status can be written whenever its work finishes
+(not only inside a Kopf handler), and so that a rollback's status never queues behind routine writes: each
+`ApiServer` has its own pool, and the engine keeps one for routine work and one for the urgent lane.
+Events are posted as `airollout`, so `kubectl describe` names the operator in its From column.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import kubernetes
+
+from airollout.model import GROUP, KIND, PLURAL, VERSION
+
+COMPONENT = "airollout"
+
+
+class ApiServerError(Exception):
+    """A write the apiserver refused or could not take; ``status`` is its HTTP status (0: no answer)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def too_large(self) -> bool:
+        """etcd refused the object's size (the apiserver answers 413, or 500/422 quoting etcd)."""
+        return self.status == 413 or "too large" in str(self).lower()
+
+
+class ApiServer:
+    """The few apiserver writes the engine makes, over an async HTTP pool built from the kubeconfig."""
+
+    def __init__(self, configuration: Any, *, connections: int, timeout: float = 30.0) -> None:
+        self._configuration = configuration
+        verify = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        if not configuration.verify_ssl:  # the kubeconfig says insecure-skip-tls-verify
+            verify.check_hostname = False
+            verify.verify_mode = ssl.CERT_NONE
+        if configuration.cert_file:
+            verify.load_cert_chain(configuration.cert_file, configuration.key_file)
+        self._http = httpx.AsyncClient(
+            base_url=configuration.host,
+            verify=verify,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+            headers={"User-Agent": COMPONENT},
+        )
+        self._instance = socket.gethostname()
+
+    @classmethod
+    def from_environment(cls, *, connections: int) -> ApiServer:
+        """In a pod, the ServiceAccount; elsewhere ``$KUBECONFIG`` or ``~/.kube/config``."""
+        configuration = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=configuration)
+        return cls(configuration, connections=connections)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch the status subresource."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
+        await self._send("PATCH", path, {"status": dict(status)}, content_type="application/merge-patch+json")
+
+    async def remove_annotation(self, namespace: str, name: str, key: str, expected: str) -> None:
+        """Remove annotation ``key`` only if it still holds ``expected`` (a newer verb is not lost)."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+        pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        patch = [{"op": "test", "path": pointer, "value": expected}, {"op": "remove", "path": pointer}]
+        try:
+            await self._send("PATCH", path, patch, content_type="application/json-patch+json")
+        except ApiServerError as error:
+            if error.status not in (404, 409, 422):  # gone, or the annotation changed meanwhile: leave it
+                raise
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A Secret's data (base64 values, as stored), or None when it does not exist."""
+        try:
+            secret = await self._send("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", None)
+        except ApiServerError as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(secret.get("data") or {})
+
+    async def post_event(self, involved: Mapping[str, Any], *, kind: str, reason: str, message: str) -> None:
+        """One core/v1 Event about ``involved`` (an AIRollout's metadata)."""
+        namespace = str(involved["namespace"])
+        at = datetime.now(UTC)
+        now = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{involved['name']}.", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": involved["name"],
+                "namespace": namespace,
+                "uid": involved.get("uid"),
+            },
+            "type": kind,
+            "action": reason,
+            "reason": reason,
+            "message": message,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self._instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            # Microseconds: two Events of one reconcile (StageAdvanced, Promoted) keep their order.
+            "eventTime": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "count": 1,
+        }
+        await self._send("POST", f"/api/v1/namespaces/{namespace}/events", body)
+
+    async def _send(self, method: str, path: str, body: Any, *, content_type: str = "application/json") -> Any:
+        headers = {"Content-Type": content_type}
+        authorization = self._authorization()
+        if authorization:
+            headers["Authorization"] = authorization
+        try:
+            response = await self._http.request(method, path, json=body, headers=headers)
+        except httpx.HTTPError as error:
+            raise ApiServerError(f"{method} {path}: {type(error).__name__}: {error}", 0) from None
+        if response.status_code >= 400:
+            try:
+                detail = str(response.json().get("message") or response.text)
+            except ValueError:
+                detail = response.text
+            raise ApiServerError(f"{method} {path}: HTTP {response.status_code}: {detail[:500]}", response.status_code)
+        return response.json()
+
+    def _authorization(self) -> str | None:
+        configuration = self._configuration
+        # In a pod the ServiceAccount token rotates; the kubernetes client's hook reads the current one.
+        if configuration.refresh_api_key_hook is not None:
+            configuration.refresh_api_key_hook(configuration)
+        value: str | None = configuration.get_api_key_with_prefix("authorization")
+        return value
+
+
+__all__ = ["ApiServer", "ApiServerError"]

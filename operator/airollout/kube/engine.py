@@ -1,0 +1,392 @@
+"""The engine: every AIRollout of this process, worked on only when something about it is due.
+
+Kopf's watch hands each change to `Engine.observe`. A change that asks for the kill switch (or abort)
+starts the kill-switch lane at once, in a task of its own; any other change wakes the rollout in the
+scheduler. A woken rollout is reconciled (measure, decide, act), its status written when something a
+reader cares about changed, its Events posted after that write, and its next deadline derived from the
+new status. Between deadlines a rollout costs nothing.
+
+The status the engine planned last is kept in memory and planned from, so the watch echo of its own
+write (or an older event arriving late) never makes it decide the same transition twice. Status remains
+the only memory that matters: a restarted engine adopts whatever status it finds, and derives every
+deadline again from it.
+
+Ordering: one FeatBit turn per rollout covers acting and writing status, so two writers never interleave.
+The lane turns the flag off without waiting for the turn (turning off is always safe), then takes the turn
+to record it; routine work that started before the kill notices (the rollout's epoch moved) and drops
+its result instead of writing over the rollback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from airollout.deadlines import flag_check_due, next_due
+from airollout.kube import metrics
+from airollout.kube.apiserver import ApiServer, ApiServerError
+from airollout.kube.connections import ConnectionCache
+from airollout.kube.kill_switch import KillSwitchLane
+from airollout.kube.scheduler import Scheduler
+from airollout.model import HISTORY_LIMIT, AIRolloutStatus, KillSwitchTarget, Phase
+from airollout.planner import ACTION_ANNOTATION, Decision, Problem, RollBack, kill_request, plan_failure
+from airollout.reasons import WARNING_REASONS, Reason
+from airollout.reconciler import Connections, Rollout, act, measure_due, parse_spec, parse_status
+from airollout.settings import Settings
+
+_log = logging.getLogger(__name__)
+_WRITE_RETRY_SECONDS = 2.0
+_IDLE_FLOOR_SECONDS = 1.0
+EVENT_MESSAGE_LIMIT = 1024
+"""Event messages are cut here: `kubectl describe` shows one line each, and etcd stores every one."""
+
+
+class _Superseded(Exception):
+    """The kill-switch lane took over this rollout while routine work on it was under way."""
+
+
+@dataclass
+class _Tracked:
+    """What the engine knows of one AIRollout between two pieces of work on it."""
+
+    body: dict[str, Any]
+    planned: dict[str, Any] | None = None
+    """The status the engine decided last (written or still to write); None until the first decision."""
+    written: dict[str, Any] | None = None
+    written_at: float = 0.0
+    pending_events: list[tuple[str, str, str]] = field(default_factory=list)
+    flag_checked_at: datetime | None = None
+    epoch: int = 0
+    turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    killing: asyncio.Task[None] | None = None
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        meta: Mapping[str, Any] = self.body.get("metadata") or {}
+        return meta
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        status: Mapping[str, Any] = self.planned if self.planned is not None else self.body.get("status") or {}
+        return status
+
+    def rollout(self) -> Rollout:
+        verb = (self.meta.get("annotations") or {}).get(ACTION_ANNOTATION)
+        return Rollout(
+            namespace=self.meta["namespace"],
+            name=self.meta["name"],
+            generation=int(self.meta.get("generation") or 0),
+            spec=self.body.get("spec") or {},
+            status=self.status,
+            verb=verb,
+            actor=_actor_of_verb(self.meta) if verb is not None else "operator",
+        )
+
+
+class Engine:
+    """All AIRollouts of this process: the watch feeds it, the scheduler and the lane drive it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        routine: ConnectionCache,
+        urgent: ConnectionCache,
+        routine_api: ApiServer,
+        urgent_api: ApiServer,
+    ) -> None:
+        self.settings = settings
+        self._routine = routine
+        self._routine_api = routine_api
+        self._urgent_api = urgent_api
+        self._lane = KillSwitchLane(
+            urgent, backoff_cap=settings.kill_switch_backoff_cap, slow_backoff_cap=settings.retry_backoff_cap
+        )
+        self._rollouts: dict[str, _Tracked] = {}
+        self.scheduler: Scheduler[str] = Scheduler(
+            self._work, workers=settings.routine_workers, on_start=metrics.SCHEDULER_LATENESS.observe
+        )
+
+    @property
+    def tracked(self) -> int:
+        return len(self._rollouts)
+
+    async def run(self) -> None:
+        """Work until cancelled."""
+        await self.scheduler.run()
+
+    async def stop(self) -> None:
+        """Cancel kill-switch tasks (a new operator resumes them from status); the scheduler is the caller's."""
+        tasks = [t.killing for t in self._rollouts.values() if t.killing is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event: remember the newest body, and wake or kill as it asks."""
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid"))
+        if event_type == "DELETED" or meta.get("deletionTimestamp"):
+            self._forget(uid, meta)
+            return
+        tracked = self._rollouts.get(uid)
+        if tracked is None:
+            # What is stored is what was written last, as far as this process is concerned.
+            stored = dict(body.get("status") or {})
+            tracked = self._rollouts[uid] = _Tracked(body=dict(body), written=stored, written_at=time.monotonic())
+            changed = True
+        else:
+            old = tracked.meta
+            changed = old.get("generation") != meta.get("generation") or (old.get("annotations") or {}).get(
+                ACTION_ANNOTATION
+            ) != (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
+            tracked.body = dict(body)
+        metrics.TRACKED.set(len(self._rollouts))
+        if self._wants_kill(tracked):
+            if tracked.killing is None:
+                tracked.epoch += 1
+                tracked.killing = asyncio.create_task(self._kill(tracked, time.monotonic()))
+            return
+        if changed:
+            self.scheduler.wake(uid)
+
+    # -- routine work ---------------------------------------------------------------------------------
+
+    async def _work(self, uid: str) -> float | None:
+        tracked = self._rollouts.get(uid)
+        if tracked is None or tracked.killing is not None:
+            return None
+        epoch = tracked.epoch
+        rollout = tracked.rollout()
+        spec, _invalid = parse_spec(rollout.spec)
+        connections = Connections(flags=None)
+        if spec is not None:
+            connections = await self._routine.connections(rollout.namespace, spec)
+            if connections.flags is not None:
+                connections = replace(connections, lane=await self._lane.flags(rollout.namespace, spec.featbit))
+        now = datetime.now(UTC)
+        started = time.monotonic()
+        status = parse_status(rollout.status)
+        read_flag = flag_check_due(
+            status, now, tracked.flag_checked_at, timedelta(seconds=self.settings.drift_check_interval)
+        )
+        verdicts = await measure_due(rollout, connections, now)
+        try:
+            async with self._turn(tracked, epoch):
+                decision = await act(rollout, connections, verdicts, now, read_flag=read_flag)
+                if read_flag:
+                    tracked.flag_checked_at = now
+                urgent = any(isinstance(a, RollBack) for a in decision.actions)
+                written = await self._commit(tracked, rollout, decision, urgent=urgent)
+        except _Superseded:
+            return None
+        metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+        if spec is not None and any(e.reason == Reason.INVALID_TOKEN for e in decision.entries):
+            self._routine.forget_token(rollout.namespace, spec.featbit)
+        if not written:
+            return time.monotonic() + _WRITE_RETRY_SECONDS
+        if spec is None:
+            return None
+        due = next_due(
+            spec,
+            decision.status,
+            now,
+            flag_checked_at=tracked.flag_checked_at,
+            drift_interval=timedelta(seconds=self.settings.drift_check_interval),
+            retry_cap=timedelta(seconds=self.settings.retry_backoff_cap),
+        )
+        if due is None:
+            return None
+        wait = (due - datetime.now(UTC)).total_seconds()
+        if wait <= 0 and decision.status == status and not decision.actions:
+            wait = _IDLE_FLOOR_SECONDS  # nothing moved although something was due: never spin
+        return time.monotonic() + max(0.0, wait)
+
+    @asynccontextmanager
+    async def _turn(self, tracked: _Tracked, epoch: int) -> AsyncIterator[None]:
+        async with tracked.turn:
+            if tracked.epoch != epoch or tracked.killing is not None:
+                raise _Superseded
+            yield
+
+    # -- the kill-switch lane -----------------------------------------------------------------------------
+
+    def _wants_kill(self, tracked: _Tracked) -> bool:
+        rollout = tracked.rollout()
+        if kill_request(rollout.spec, rollout.verb, rollout.actor) is None:
+            return False
+        return str(rollout.status.get("phase")) != Phase.ROLLED_BACK
+
+    async def _kill(self, tracked: _Tracked, seen_at: float) -> None:
+        """Turn the candidate off through the lane, then record it; ends only when both are done."""
+        try:
+            rollout = tracked.rollout()
+            try:
+                target = KillSwitchTarget.model_validate(dict(rollout.spec))
+            except ValidationError as error:
+                # Nothing can be switched off; a fixed spec arrives as a new generation and starts over.
+                await self._record_unreachable_flag(tracked, rollout, error)
+                return
+            request = kill_request(rollout.spec, rollout.verb, rollout.actor)
+            why = request.why if request is not None else "kill switch"
+            comment = f"AIRollout {rollout.ref} generation {rollout.generation}, kill switch: {why}"
+            told = False
+
+            async def not_yet(message: str) -> None:
+                nonlocal told
+                if not told:  # once: a long outage is one line in history, not one per attempt
+                    told = True
+                    await self._record_kill_waiting(tracked, message)
+
+            revision = await self._lane.turn_off(rollout.namespace, target, comment, not_yet)
+            metrics.KILL_SWITCH_SECONDS.observe(time.monotonic() - seen_at)
+            async with tracked.turn:
+                rollout = tracked.rollout()
+                lane = await self._lane.flags(rollout.namespace, target.featbit)
+                now = datetime.now(UTC)
+                decision = await act(rollout, Connections(flags=lane, lane=lane), None, now, flag_off_revision=revision)
+                for _attempt in itertools.count():
+                    if await self._commit(tracked, rollout, decision, urgent=True):
+                        break
+                    await asyncio.sleep(_WRITE_RETRY_SECONDS)
+        finally:
+            tracked.killing = None
+
+    async def _record_kill_waiting(self, tracked: _Tracked, message: str) -> None:
+        async with tracked.turn:
+            rollout = tracked.rollout()
+            problem = Problem(Reason.FEATBIT_UNAVAILABLE, f"kill switch not acknowledged yet, retrying: {message}")
+            decision = plan_failure(parse_status(rollout.status), problem, datetime.now(UTC), rollout.generation)
+            if decision.entries:
+                await self._commit(tracked, rollout, decision, urgent=True)
+
+    async def _record_unreachable_flag(self, tracked: _Tracked, rollout: Rollout, error: ValidationError) -> None:
+        fields = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+        problem = Problem(
+            Reason.INVALID_SPEC,
+            f"the kill switch cannot address the flag: {fields}; fix it and the kill switch engages",
+        )
+        async with tracked.turn:
+            decision = plan_failure(parse_status(rollout.status), problem, datetime.now(UTC), rollout.generation)
+            failed = decision.status.model_copy(update={"phase": Phase.FAILED, "message": problem.message})
+            await self._commit(tracked, rollout, replace(decision, status=failed), urgent=True)
+
+    # -- writing ----------------------------------------------------------------------------------------------
+
+    async def _commit(self, tracked: _Tracked, rollout: Rollout, decision: Decision, *, urgent: bool) -> bool:
+        """Write the decided status (when it matters), then its Events and the verb's removal.
+
+        Returns False when the status could not be written: the decision stays planned, and is written
+        on the next try; the Events wait for that write.
+        """
+        api = self._urgent_api if urgent else self._routine_api
+        status = _bounded(decision.status)
+        new = status.to_k8s()
+        tracked.planned = new
+        tracked.pending_events.extend(
+            ("Warning" if e.reason in WARNING_REASONS else "Normal", e.reason, e.message) for e in decision.entries
+        )
+        metrics.record(rollout.namespace, rollout.name, status, [e.reason for e in decision.entries])
+        due_refresh = time.monotonic() - tracked.written_at >= self.settings.status_refresh_interval
+        if tracked.written is not None and _essence(new) == _essence(tracked.written) and not due_refresh:
+            return await self._consume_verb(tracked, rollout, decision, api)
+        try:
+            await api.patch_status(rollout.namespace, rollout.name, new)
+        except ApiServerError as error:
+            if not error.too_large:
+                _log.warning("Writing the status of %s failed, will retry: %s", rollout.ref, error)
+                return False
+            smaller = _shrunk(status).to_k8s()
+            try:
+                await api.patch_status(rollout.namespace, rollout.name, smaller)
+            except ApiServerError as again:
+                _log.warning("Writing the shrunk status of %s failed, will retry: %s", rollout.ref, again)
+                return False
+            new = tracked.planned = smaller
+        tracked.written, tracked.written_at = new, time.monotonic()
+        events, tracked.pending_events = tracked.pending_events, []
+        for kind, reason, message in events:
+            try:
+                await api.post_event(tracked.meta, kind=kind, reason=reason, message=_one_line(message))
+            except ApiServerError as error:
+                _log.warning("Posting the %s Event of %s failed: %s", reason, rollout.ref, error)
+        return await self._consume_verb(tracked, rollout, decision, api)
+
+    async def _consume_verb(self, tracked: _Tracked, rollout: Rollout, decision: Decision, api: ApiServer) -> bool:
+        if decision.consume_verb and rollout.verb is not None:
+            annotations = dict(tracked.meta.get("annotations") or {})
+            annotations.pop(ACTION_ANNOTATION, None)
+            # Seen as handled at once: the watch echo of the removal comes later.
+            tracked.body = {**tracked.body, "metadata": {**tracked.meta, "annotations": annotations}}
+            with suppress(ApiServerError):
+                await api.remove_annotation(rollout.namespace, rollout.name, ACTION_ANNOTATION, rollout.verb)
+        return True
+
+    def _forget(self, uid: str, meta: Mapping[str, Any]) -> None:
+        tracked = self._rollouts.pop(uid, None)
+        self.scheduler.forget(uid)
+        if tracked is not None and tracked.killing is not None:
+            tracked.killing.cancel()
+        if meta.get("namespace") and meta.get("name"):
+            metrics.forget(str(meta["namespace"]), str(meta["name"]))
+        metrics.TRACKED.set(len(self._rollouts))
+
+
+# Values refreshed on every analysis; written when they are all that changed only every refresh interval.
+_VOLATILE = ("lastAnalysisAt",)
+_VOLATILE_GUARDRAIL = ("value", "controlValue", "message")
+
+
+def _essence(status: Mapping[str, Any]) -> dict[str, Any]:
+    """The status without the numbers that change on every analysis."""
+    essence = {k: v for k, v in status.items() if k not in _VOLATILE}
+    essence["guardrails"] = [
+        {k: v for k, v in g.items() if k not in _VOLATILE_GUARDRAIL} for g in status.get("guardrails") or []
+    ]
+    conditions = []
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "GuardrailsPassing":
+            condition = {k: v for k, v in condition.items() if k != "message"}
+        conditions.append(condition)
+    essence["conditions"] = conditions
+    return essence
+
+
+def _bounded(status: AIRolloutStatus) -> AIRolloutStatus:
+    return status.model_copy(update={"history": status.history[-HISTORY_LIMIT:]})
+
+
+def _shrunk(status: AIRolloutStatus) -> AIRolloutStatus:
+    """A status that fits etcd whatever went wrong: fewer history entries, no per-segment detail."""
+    note = "status shrunk to fit the apiserver's size limit: guardrail detail and older history left out"
+    history = tuple(entry.model_copy(update={"guardrails": ()}) for entry in status.history[-10:])
+    return status.model_copy(
+        update={"history": history, "guardrails": (), "message": f"{status.message[:500]} ({note})"}
+    )
+
+
+def _actor_of_verb(meta: Mapping[str, Any]) -> str:
+    """Who set the action annotation, as Kubernetes recorded it (the field manager, e.g. kubectl-annotate)."""
+    for entry in meta.get("managedFields") or []:
+        annotations = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {}
+        if f"f:{ACTION_ANNOTATION}" in annotations:
+            return str(entry.get("manager") or "unknown")[:128]
+    return "unknown"
+
+
+def _one_line(message: str) -> str:
+    # Newlines break `kubectl describe`'s event table.
+    text = " ".join(message.split())
+    return text if len(text) <= EVENT_MESSAGE_LIMIT else text[: EVENT_MESSAGE_LIMIT - 1] + "…"
+
+
+__all__ = ["EVENT_MESSAGE_LIMIT", "Engine"]

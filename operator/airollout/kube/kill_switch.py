@@ -1,0 +1,101 @@
+"""The kill-switch lane: the one code path that turns a candidate off.
+
+The kill switch, the abort verb and every rollback go through here. The lane has its own FeatBit
+connection pool, its own Secret reads and its own apiserver pool (in `Engine`), so nothing routine can
+queue ahead of it; each attempt may take longer than a routine call, so a FeatBit that answers slowly
+still acknowledges on the first try; and it retries until FeatBit acknowledges, however long that takes.
+It needs nothing but `spec.flag` (key and environment) and `spec.featbit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from airollout.featbit.errors import FeatBitError, FeatBitUnavailable, InvalidToken
+from airollout.kube.connections import ConnectionCache, EndpointInvalid, SecretUnavailable
+from airollout.model import FeatBitRef, KillSwitchTarget
+from airollout.reconciler import FlagService
+
+_log = logging.getLogger(__name__)
+_FIRST_BACKOFF = 0.05
+
+
+class KillSwitchLane:
+    """Turns flags off through a connection cache of its own, retrying until FeatBit acknowledges."""
+
+    def __init__(self, connections: ConnectionCache, *, backoff_cap: float, slow_backoff_cap: float) -> None:
+        """``backoff_cap`` bounds the pause after a transient failure (FeatBit down, slow, 5xx);
+        ``slow_backoff_cap`` after one a person must fix (a missing permission, Secret or flag)."""
+        self.connections = connections
+        self._backoff_cap = backoff_cap
+        self._slow_backoff_cap = slow_backoff_cap
+
+    async def turn_off(
+        self,
+        namespace: str,
+        target: KillSwitchTarget,
+        comment: str,
+        on_failure: Callable[[str], Awaitable[None]] | None = None,
+    ) -> str:
+        """Switch the flag off; return the revision FeatBit acknowledged. Cancel the task to give up."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                client = await self.connections.featbit(namespace, target.featbit)
+                return await client.toggle(target.flag.env_id, target.flag.key, False, comment=comment)
+            except (FeatBitError, SecretUnavailable, EndpointInvalid) as error:
+                if isinstance(error, InvalidToken):
+                    self.connections.forget_token(namespace, target.featbit)
+                transient = isinstance(error, FeatBitUnavailable)
+                cap = self._backoff_cap if transient else self._slow_backoff_cap
+                delay = min(cap, _FIRST_BACKOFF * 2 ** min(attempt, 16)) * (0.5 + random.random() / 2)
+                _log.warning(
+                    "Kill switch for %s/%s not acknowledged (attempt %d), retrying in %.2fs: %s",
+                    namespace,
+                    target.flag.key,
+                    attempt,
+                    delay,
+                    error,
+                )
+                if on_failure is not None:
+                    await on_failure(str(error))
+                await asyncio.sleep(delay)
+
+    async def flags(self, namespace: str, featbit: FeatBitRef) -> FlagService:
+        """FeatBit for a rollback: reads and the targeting reset on the lane's pool, the toggle retried."""
+        return _LaneFlags(self, namespace, featbit, await self.connections.featbit(namespace, featbit))
+
+
+class _LaneFlags:
+    """A `FlagService` whose switch-off is the lane's (retried until acknowledged); the rest is plain."""
+
+    def __init__(self, lane: KillSwitchLane, namespace: str, featbit: FeatBitRef, client: FlagService) -> None:
+        self._lane, self._namespace, self._featbit, self._client = lane, namespace, featbit, client
+
+    async def get_flag(self, env_id: str, key: str) -> dict[str, Any]:
+        return await self._client.get_flag(env_id, key)
+
+    async def write_targeting(self, env_id: str, key: str, derive: Any, *, comment: str) -> str:
+        return await self._client.write_targeting(env_id, key, derive, comment=comment)
+
+    async def toggle(self, env_id: str, key: str, enabled: bool, *, comment: str) -> str:
+        if enabled:
+            return await self._client.toggle(env_id, key, enabled, comment=comment)
+        target = KillSwitchTarget.model_validate(
+            {"flag": {"key": key, "envId": env_id}, "featbit": self._featbit.model_dump(by_alias=True)}
+        )
+        return await self._lane.turn_off(self._namespace, target, comment)
+
+    async def resolve_segments(self, env_id: str, keys: Sequence[str]) -> dict[str, str]:
+        return await self._client.resolve_segments(env_id, keys)
+
+    async def audit_log(self, env_id: str, flag_id: str, *, page_size: int = 20) -> list[dict[str, Any]]:
+        return await self._client.audit_log(env_id, flag_id, page_size=page_size)
+
+
+__all__ = ["KillSwitchLane"]

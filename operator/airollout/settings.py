@@ -1,0 +1,62 @@
+"""Every tunable of the operator process in one place, each with the reason it exists.
+
+`airollout run` exposes each field as a flag (``--routine-workers 32``) and the Helm chart as
+``settings.routineWorkers``; nothing else in the package keeps a loose constant that an operator of the
+operator might need to change.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Settings(BaseModel):
+    """How hard the operator works and how long it waits; the defaults suit one process and 1,000 rollouts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    routine_workers: int = Field(default=16, ge=1, le=1024)
+    """Rollouts reconciled at once (advances, analysis, drift checks). More only helps when FeatBit and
+    Prometheus answer slowly; a kill switch or rollback never waits for one of these."""
+
+    featbit_connections: int = Field(default=16, ge=1, le=1024)
+    """Connections kept per FeatBit server for routine reads and stage writes."""
+
+    featbit_timeout: float = Field(default=5.0, gt=0, le=300)
+    """Seconds one routine FeatBit request may take before it is retried (stage writes, drift checks)."""
+
+    kill_switch_connections: int = Field(default=8, ge=1, le=256)
+    """Connections per FeatBit server reserved for turning candidates off: routine work cannot use them."""
+
+    kill_switch_timeout: float = Field(default=30.0, gt=0, le=600)
+    """Seconds one kill-switch request may take. Longer than routine calls on purpose: a FeatBit that
+    answers in 6 s must still acknowledge on the first attempt, not time out and retry forever."""
+
+    kill_switch_backoff_cap: float = Field(default=1.0, gt=0, le=60)
+    """The longest pause between two kill-switch attempts; they go on until FeatBit acknowledges."""
+
+    drift_check_interval: float = Field(default=30.0, ge=1, le=86400)
+    """Seconds between two reads of a progressing rollout's flag to notice edits made in FeatBit by
+    someone else. Reads that precede a write happen regardless."""
+
+    status_refresh_interval: float = Field(default=120.0, ge=1, le=86400)
+    """Seconds after which unchanged guardrail values are written to status again. Any change of phase,
+    stage, outcome, condition or history is written at once; refreshing bare numbers more often only
+    loads the apiserver."""
+
+    retry_backoff_cap: float = Field(default=30.0, ge=1, le=3600)
+    """The longest wait before retrying a rollout whose FeatBit, Secret or flag could not be used."""
+
+    prometheus_concurrency: int = Field(default=8, ge=1, le=256)
+    """Guardrail queries in flight at once per Prometheus server; more wait their turn (and are counted
+    as queue depth) instead of piling onto a struggling Prometheus."""
+
+    apiserver_connections: int = Field(default=4, ge=1, le=64)
+    """Connections to the apiserver for routine status and Event writes; kill switches and rollbacks have
+    their own."""
+
+    secret_ttl: float = Field(default=30.0, ge=0, le=3600)
+    """Seconds a Secret's value is reused before it is read again (a rejected token is re-read at once)."""
+
+
+__all__ = ["Settings"]
