@@ -12,6 +12,10 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
+from pydantic import ValidationError
+
+from airollout.settings import Settings
+
 _DESCRIPTION = "Run the AIRollout operator; where the test bed is installed, also a local sandbox and the demo."
 COMMANDS_GROUP = "airollout.commands"
 # The commands the test bed adds, named here only to say how to get them where it is not installed.
@@ -45,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--metrics-port", type=int, help="serve the operator's Prometheus metrics on this port")
     run.add_argument("--verbose", action="store_true", help="debug logging")
+    tunables = run.add_argument_group("tunables (the defaults suit one process and 1,000 rollouts)")
+    for name, setting in Settings.model_fields.items():
+        tunables.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int if setting.annotation is int else float,  # argparse refuses anything else, naming the flag
+            default=setting.default,
+            metavar="INT" if setting.annotation is int else "SECONDS",
+            help=f"{' '.join((setting.description or '').split())} (default: %(default)s)",
+        )
     run.set_defaults(handler=_run)
 
     plugged_in = entry_points(group=COMMANDS_GROUP)
@@ -62,8 +75,19 @@ def _run(args: argparse.Namespace) -> int:
     from airollout.kube.runner import run_operator
 
     liveness = None if args.liveness == "off" else args.liveness
+    try:
+        settings = Settings.model_validate({name: getattr(args, name) for name in Settings.model_fields})
+    except ValidationError as error:
+        for problem in error.errors():
+            flag = "--" + str(problem["loc"][0]).replace("_", "-")
+            print(f"airollout run: {flag}: {problem['msg']}", file=sys.stderr)
+        return 2
     return run_operator(
-        namespaces=args.namespace, liveness=liveness, verbose=args.verbose, metrics_port=args.metrics_port
+        namespaces=args.namespace,
+        liveness=liveness,
+        verbose=args.verbose,
+        metrics_port=args.metrics_port,
+        settings=settings,
     )
 
 
