@@ -1,0 +1,104 @@
+"""When a rollout next needs work: derived from status alone, so nothing about timing dies with a process."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airollout.deadlines import flag_check_due, next_due
+from airollout.model import AIRolloutStatus, Condition, Phase
+from airollout.reasons import ConditionType, Reason
+from tests.unit.test_planner import GUARDED, T0, at_stage, make_spec
+
+DRIFT = timedelta(seconds=30)
+CAP = timedelta(seconds=30)
+
+
+def due(
+    spec_overrides: dict[str, object], status: AIRolloutStatus, now_offset: float, checked: float | None = 0
+) -> object:
+    spec = make_spec(**spec_overrides)
+    flag_checked_at = None if checked is None else T0 + timedelta(seconds=checked)
+    return next_due(
+        spec,
+        status,
+        T0 + timedelta(seconds=now_offset),
+        flag_checked_at=flag_checked_at,
+        drift_interval=DRIFT,
+        retry_cap=CAP,
+    )
+
+
+def test_a_stage_without_guardrails_is_next_due_at_its_bake_end() -> None:
+    status = at_stage(make_spec(), 1)  # canary, 10s
+    assert due({}, status, 2) == T0 + timedelta(seconds=10)
+
+
+def test_a_guarded_stage_is_due_at_the_next_analysis_before_its_bake_end() -> None:
+    spec = make_spec(**GUARDED)
+    status = at_stage(spec, 0).model_copy(update={"last_analysis_at": T0 + timedelta(seconds=1)})
+    # internal bakes 30s; analysis every 30s by default, so the bake end at 30s comes first
+    assert due(GUARDED, status, 2) == T0 + timedelta(seconds=30)
+    edited = {**GUARDED, "analysis": {"interval": "5s"}}
+    assert due(edited, status, 2) == T0 + timedelta(seconds=6)
+
+
+def test_an_analysis_due_now_is_due_now() -> None:
+    spec = make_spec(**GUARDED)
+    status = at_stage(spec, 1)  # never analysed at this stage
+    assert due(GUARDED, status, 3) == T0 + timedelta(seconds=3)
+
+
+def test_a_drift_check_is_due_one_interval_after_the_last_read() -> None:
+    status = at_stage(make_spec(), 0)  # internal bakes 30s, no guardrails
+    assert due({}, status, 5, checked=-20) == T0 + timedelta(seconds=10)
+
+
+def test_a_restarted_operator_checks_the_flag_once_at_once() -> None:
+    status = at_stage(make_spec(), 0)
+    assert due({}, status, 5, checked=None) == T0 + timedelta(seconds=5)
+    assert flag_check_due(status, T0, None, DRIFT)
+
+
+def test_finished_and_failed_rollouts_sleep_until_their_resource_changes() -> None:
+    for phase in (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED):
+        status = at_stage(make_spec(), 1).model_copy(update={"phase": phase})
+        assert due({}, status, 1) is None
+        assert not flag_check_due(status, T0, None, DRIFT)
+
+
+def test_a_paused_rollout_sleeps_unless_it_waits_for_prometheus() -> None:
+    spec = make_spec(**GUARDED)
+    paused = at_stage(spec, 1).model_copy(update={"phase": Phase.PAUSED, "pause_reason": Reason.PAUSED.value})
+    assert due(GUARDED, paused, 1) is None
+    waiting = paused.model_copy(
+        update={"pause_reason": Reason.GUARDRAIL_QUERY_FAILED.value, "last_analysis_at": T0 + timedelta(seconds=1)}
+    )
+    assert due(GUARDED, waiting, 2) == T0 + timedelta(seconds=31)
+
+
+def test_a_featbit_problem_backs_off_as_long_again_as_it_lasted_up_to_the_cap() -> None:
+    problem = Condition(
+        type=ConditionType.FEATBIT_SYNCED.value, status="False", reason="FeatBitUnavailable", last_transition_time=T0
+    )
+    status = at_stage(make_spec(), 1).model_copy(update={"conditions": (problem,)})
+    assert due({}, status, 0) == T0 + timedelta(seconds=1)
+    assert due({}, status, 4) == T0 + timedelta(seconds=8)
+    assert due({}, status, 100) == T0 + timedelta(seconds=130)
+    assert flag_check_due(status, T0 + timedelta(seconds=1), T0, DRIFT)  # checked again on the retry
+
+
+def test_an_out_of_band_edit_is_not_retried_it_waits_for_a_person() -> None:
+    edited = Condition(
+        type=ConditionType.FEATBIT_SYNCED.value,
+        status="False",
+        reason=Reason.FLAG_EDITED_OUT_OF_BAND.value,
+        last_transition_time=T0,
+    )
+    status = at_stage(make_spec(), 1).model_copy(
+        update={"conditions": (edited,), "phase": Phase.PAUSED, "pause_reason": Reason.FLAG_EDITED_OUT_OF_BAND.value}
+    )
+    assert due({}, status, 5) is None
+
+
+def test_a_pending_rollout_is_due_now() -> None:
+    assert due({}, AIRolloutStatus(), 7) == T0 + timedelta(seconds=7)
