@@ -33,6 +33,8 @@ from airollout.model import (
 from airollout.reasons import ConditionType, Reason
 
 ACTION_ANNOTATION = "airollout.dev/action"
+ACTION_ID_ANNOTATION = "airollout.dev/action-id"
+"""Beside a verb kept in git: any new value runs the verb once more; the same value never twice."""
 
 
 class Verb(StrEnum):
@@ -91,6 +93,9 @@ class Observation:
     """None when the guardrails were not measured this time."""
     verb: str | None = None
     actor: str = "operator"
+    verb_key: str | None = None
+    """Set for a verb applied from a manifest: recorded as handled instead of removed, so GitOps re-applying
+    the same manifest does not run it again (and sees no drift)."""
     invalid_spec: str | None = None
     kill: KillRequest | None = None
     flag_off_revision: str | None = None
@@ -226,6 +231,9 @@ class _Planner:
             self._judge()
             if self.status.phase is Phase.PROGRESSING and not self.actions and self.obs.problem is None:
                 self._maybe_advance()
+        if self.consume_verb and self.obs.verb_key is not None:
+            self.consume_verb = False
+            self._update(handled_action=self.obs.verb_key)
         return Decision(
             status=self.status,
             actions=tuple(self.actions),
@@ -268,6 +276,7 @@ class _Planner:
             message=message,
             history=self.status.history,
             observed_generation=self.generation,
+            handled_action=self.status.handled_action,
         )
         self._start()
 
@@ -654,6 +663,7 @@ def _entry(now: datetime, reason: Reason, status: AIRolloutStatus, message: str)
 
 __all__ = [
     "ACTION_ANNOTATION",
+    "ACTION_ID_ANNOTATION",
     "Action",
     "ApplyStage",
     "Decision",

@@ -72,6 +72,8 @@ class Rollout:
     status: Mapping[str, Any]
     verb: str | None = None
     actor: str = "operator"
+    verb_key: str | None = None
+    """Set when the verb was applied from a manifest (GitOps): the key that makes it run once only."""
 
     @property
     def ref(self) -> str:
@@ -158,7 +160,12 @@ async def act(
     kill = kill_request(rollout.spec, rollout.verb, rollout.actor)
     if spec is None:
         observation = Observation(
-            invalid_spec=invalid, kill=kill, verb=rollout.verb, actor=rollout.actor, flag_off_revision=flag_off_revision
+            invalid_spec=invalid,
+            kill=kill,
+            verb=rollout.verb,
+            actor=rollout.actor,
+            verb_key=rollout.verb_key,
+            flag_off_revision=flag_off_revision,
         )
         decision = plan(_placeholder_spec(), status, observation, now, rollout.generation)
         if any(isinstance(a, RollBack) for a in decision.actions) and flag_off_revision is None:
@@ -183,6 +190,7 @@ async def act(
         verdicts=verdicts,
         verb=rollout.verb,
         actor=rollout.actor,
+        verb_key=rollout.verb_key,
         kill=kill,
         flag_off_revision=flag_off_revision,
     )

@@ -37,8 +37,17 @@ from airollout.kube.apiserver import ApiServer, ApiServerError
 from airollout.kube.connections import ConnectionCache
 from airollout.kube.kill_switch import KillSwitchLane
 from airollout.kube.scheduler import Scheduler
+from airollout.kube.verbs import verb_request
 from airollout.model import HISTORY_LIMIT, AIRolloutStatus, KillSwitchTarget, Phase
-from airollout.planner import ACTION_ANNOTATION, Decision, Problem, RollBack, kill_request, plan_failure
+from airollout.planner import (
+    ACTION_ANNOTATION,
+    ACTION_ID_ANNOTATION,
+    Decision,
+    Problem,
+    RollBack,
+    kill_request,
+    plan_failure,
+)
 from airollout.reasons import WARNING_REASONS, Reason
 from airollout.reconciler import Connections, Rollout, act, measure_due, parse_spec, parse_status
 from airollout.settings import Settings
@@ -80,15 +89,16 @@ class _Tracked:
         return status
 
     def rollout(self) -> Rollout:
-        verb = (self.meta.get("annotations") or {}).get(ACTION_ANNOTATION)
+        request = verb_request(self.meta, self.status.get("handledAction"))
         return Rollout(
             namespace=self.meta["namespace"],
             name=self.meta["name"],
             generation=int(self.meta.get("generation") or 0),
             spec=self.body.get("spec") or {},
             status=self.status,
-            verb=verb,
-            actor=_actor_of_verb(self.meta) if verb is not None else "operator",
+            verb=request.verb if request else None,
+            actor=request.actor if request else "operator",
+            verb_key=request.key if request else None,
         )
 
 
@@ -145,10 +155,7 @@ class Engine:
             tracked = self._rollouts[uid] = _Tracked(body=dict(body), written=stored, written_at=time.monotonic())
             changed = True
         else:
-            old = tracked.meta
-            changed = old.get("generation") != meta.get("generation") or (old.get("annotations") or {}).get(
-                ACTION_ANNOTATION
-            ) != (meta.get("annotations") or {}).get(ACTION_ANNOTATION)
+            changed = _asks(tracked.meta) != _asks(meta)
             tracked.body = dict(body)
         metrics.TRACKED.set(len(self._rollouts))
         if self._wants_kill(tracked):
@@ -374,13 +381,10 @@ def _shrunk(status: AIRolloutStatus) -> AIRolloutStatus:
     )
 
 
-def _actor_of_verb(meta: Mapping[str, Any]) -> str:
-    """Who set the action annotation, as Kubernetes recorded it (the field manager, e.g. kubectl-annotate)."""
-    for entry in meta.get("managedFields") or []:
-        annotations = ((entry.get("fieldsV1") or {}).get("f:metadata") or {}).get("f:annotations") or {}
-        if f"f:{ACTION_ANNOTATION}" in annotations:
-            return str(entry.get("manager") or "unknown")[:128]
-    return "unknown"
+def _asks(meta: Mapping[str, Any]) -> tuple[object, ...]:
+    """What in the metadata may ask for work: a new generation (spec), a verb and its action id."""
+    annotations = meta.get("annotations") or {}
+    return meta.get("generation"), annotations.get(ACTION_ANNOTATION), annotations.get(ACTION_ID_ANNOTATION)
 
 
 def _one_line(message: str) -> str:

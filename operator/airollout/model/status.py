@@ -83,6 +83,8 @@ class AIRolloutStatus(_Model):
     guardrail_summary: str | None = None
     consecutive_errors: int = Field(default=0, ge=0)
     last_analysis_at: datetime | None = None
+    handled_action: str | None = None
+    """The last verb applied declaratively (from git), with its action id: a re-apply does not run it again."""
 
     def to_k8s(self) -> dict[str, object]:
         """The status as a merge patch: camelCase, RFC 3339 times; an unset top-level field is null (removed).

@@ -1,0 +1,80 @@
+"""Verbs from kubectl run every time they are given; verbs kept in git run once per action id."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from airollout.kube.verbs import verb_request
+from airollout.model import Phase
+from airollout.planner import Observation, plan
+from airollout.reasons import Reason
+from tests.unit.test_planner import IN_SYNC, T0, at_stage, make_spec
+
+
+def annotated_by_kubectl(verb: str) -> dict[str, Any]:
+    return {
+        "annotations": {"airollout.dev/action": verb},
+        "managedFields": [
+            {
+                "manager": "kubectl-annotate",
+                "operation": "Update",
+                "fieldsV1": {"f:metadata": {"f:annotations": {"f:airollout.dev/action": {}}}},
+            }
+        ],
+    }
+
+
+def applied_from_git(verb: str, action_id: str | None = None, server_side: bool = False) -> dict[str, Any]:
+    annotations = {"airollout.dev/action": verb}
+    if action_id:
+        annotations["airollout.dev/action-id"] = action_id
+    manifest = {"metadata": {"name": "r", "annotations": dict(annotations)}}
+    fields = {"f:metadata": {"f:annotations": {"f:airollout.dev/action": {}}}}
+    if server_side:
+        managed = [{"manager": "argocd-controller", "operation": "Apply", "fieldsV1": fields}]
+    else:
+        annotations["kubectl.kubernetes.io/last-applied-configuration"] = json.dumps(manifest)
+        managed = [{"manager": "argocd-controller", "operation": "Update", "fieldsV1": fields}]
+    return {"annotations": annotations, "managedFields": managed}
+
+
+def test_a_kubectl_verb_is_imperative_and_names_who_set_it() -> None:
+    request = verb_request(annotated_by_kubectl("promote"), handled=None)
+    assert request is not None
+    assert (request.verb, request.actor, request.key) == ("promote", "kubectl-annotate", None)
+
+
+def test_a_verb_applied_from_git_is_declarative_with_its_action_id_as_key() -> None:
+    for server_side in (False, True):
+        request = verb_request(applied_from_git("promote", "change-42", server_side), handled=None)
+        assert request is not None
+        assert request.key == "promote@change-42"
+        assert request.actor == "argocd-controller"
+
+
+def test_a_handled_git_verb_is_not_seen_again_but_a_new_action_id_is() -> None:
+    assert verb_request(applied_from_git("promote", "change-42"), handled="promote@change-42") is None
+    assert verb_request(applied_from_git("promote", "change-43"), handled="promote@change-42") is not None
+    assert verb_request(applied_from_git("retry"), handled="retry") is None
+
+
+def test_the_planner_records_a_git_verb_instead_of_removing_it() -> None:
+    spec = make_spec()
+    status = at_stage(spec, 1)
+    observation = Observation(flag=IN_SYNC, verb="promote", actor="argocd-controller", verb_key="promote@c1")
+    decision = plan(spec, status, observation, T0, 1)
+    assert not decision.consume_verb  # left in place: GitOps sees no drift
+    assert decision.status.handled_action == "promote@c1"
+    assert decision.status.stage_index == 2
+    assert decision.entries[0].reason == Reason.STAGE_ADVANCED
+
+
+def test_a_rejected_git_verb_is_recorded_too_so_it_is_not_rejected_on_every_reapply() -> None:
+    spec = make_spec()
+    status = at_stage(spec, 1).model_copy(update={"phase": Phase.PROMOTED})
+    observation = Observation(flag=IN_SYNC, verb="pause", actor="argocd-controller", verb_key="pause")
+    decision = plan(spec, status, observation, T0, 1)
+    assert decision.entries[0].reason == Reason.ACTION_REJECTED
+    assert decision.status.handled_action == "pause"
+    assert not decision.consume_verb
