@@ -1,60 +1,57 @@
 """Measuring guardrails in Prometheus: render, query, judge.
 
-prometheus-api-client is synchronous (requests), and the operator runs on Kopf's event loop, so every query
-runs in a worker thread; a slow Prometheus delays one guardrail, never every rollout.
+Queries go over HTTP with httpx on the operator's event loop: no thread is held while Prometheus thinks,
+so a hung Prometheus costs open sockets, never the default executor the kill switch's calls depend on. For
+the same reason the host name is resolved in a thread of each source's own (asyncio would use the default
+executor). Every query is shared between rollouts asking the same thing (`SharedQueries`), bounded in
+time, in concurrency and in size, and its answer is read strictly (`read_answer`).
 
 Whatever goes wrong while measuring (Prometheus unreachable or slow, an HTTP error, a query Prometheus
-cannot parse, a template that cannot be rendered) becomes `GuardrailQueryFailed` and then an Error verdict
-that quotes the cause in Prometheus's own words. An Error is never a breach: a typo in a query must not roll
-back a healthy release; it pauses the rollout after ``analysis.consecutiveErrorLimit`` errors instead. For
-the same reason a query is tried once: the analysis interval is the retry loop, and errors are counted there.
+cannot parse, an answer that is not Prometheus's, a template that cannot be rendered) becomes
+`GuardrailQueryFailed` and then an Error verdict that quotes the cause in Prometheus's own words. An Error
+is never a breach: a typo in a query must not roll back a healthy release; it pauses the rollout after
+``analysis.consecutiveErrorLimit`` errors instead. For the same reason a query is tried once: the analysis
+interval is the retry loop, and errors are counted there.
+
+Every credential the source sends (the bearer token, every header value, all read from Secrets) is
+replaced by ``***`` in any text that comes back before it leaves this module: a proxy that echoes request
+headers into its error page must not put a token into status, Events and logs.
 """
 
 from __future__ import annotations
 
-import ast
 import asyncio
+import html
+import ipaddress
 import json
 import re
-from collections.abc import Mapping
-from typing import Any, Protocol
+import socket
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from urllib.parse import quote, quote_plus
 
-import requests
-from prometheus_api_client.exceptions import PrometheusApiClientException
-from prometheus_api_client.prometheus_connect import PrometheusConnect
-from urllib3.util.retry import Retry
+import httpx
 
+from airollout.guardrails.answers import AnswerUnusable, read_answer
 from airollout.guardrails.judging import GuardrailVerdict, Sample, judge, judge_error
+from airollout.guardrails.limits import DEFAULT_LIMITS, GuardrailLimits, bounded_text
+from airollout.guardrails.sharing import QueryCounters, SharedQueries
+from airollout.guardrails.source import GuardrailQueryFailed, MetricsSource
 from airollout.guardrails.templating import QueryTemplateInvalid, QueryVariables, render_query
 from airollout.model.spec import Guardrail
 
 __all__ = ["GuardrailQueryFailed", "MetricsSource", "PrometheusSource", "measure"]
 
-# How prometheus-api-client words a non-200 answer: "HTTP Status Code 400 (b'{...}')".
-_HTTP_ERROR = re.compile(r"HTTP Status Code (\d+) \((b(['\"]).*\3)\)\Z", re.DOTALL)
 # Extra time given to the HTTP request beyond Prometheus's own query timeout, so that a slow query is
-# reported by Prometheus ("query timed out in expression evaluation") rather than by a bare socket timeout.
+# reported by Prometheus ("query timed out in expression evaluation") rather than by our deadline.
 _TIMEOUT_GRACE_SECONDS = 1.0
-
-
-class GuardrailQueryFailed(Exception):
-    """A guardrail query could not be answered; the message says why, in Prometheus's words when it has some."""
-
-    def __init__(self, message: str, query: str) -> None:
-        super().__init__(message)
-        self.query = query
-
-
-class MetricsSource(Protocol):
-    """Where guardrail queries are answered: Prometheus in production, anything with this method in tests."""
-
-    async def query(self, promql: str) -> list[Sample]:
-        """Run an instant query; raise `GuardrailQueryFailed` when it cannot be answered."""
-        ...
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_SCRUBBED = "***"
 
 
 class PrometheusSource:
-    """A Prometheus server's instant-query API, through prometheus-api-client, off the event loop."""
+    """A Prometheus server's instant-query API, shared by every rollout that uses it with the same credentials."""
 
     def __init__(
         self,
@@ -63,91 +60,214 @@ class PrometheusSource:
         headers: Mapping[str, str] | None = None,
         bearer_token: str | None = None,
         timeout: float = 10.0,
+        concurrency: int = 8,
+        share_seconds: float = 5.0,
+        limits: GuardrailLimits = DEFAULT_LIMITS,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        """``timeout`` (seconds) bounds both Prometheus's evaluation of a query and the HTTP request."""
-        all_headers = dict(headers or {})
-        if bearer_token:
-            all_headers["Authorization"] = f"Bearer {bearer_token}"
-        self.url = url.rstrip("/")
+        """Raise ValueError naming the culprit when ``url``, a header or the token cannot be sent.
+
+        ``timeout`` (seconds) bounds Prometheus's evaluation of a query; a query's wait for one of the
+        ``concurrency`` slots and its answer together get one second more. Queries are evaluated at the
+        start of the current window of ``share_seconds`` and shared within it (`SharedQueries`).
+        ``transport`` replaces the network, for tests.
+        """
+        parsed = httpx.URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"the Prometheus URL must be an http(s) URL with a host, got {url!r}")
+        # Prometheus compresses when asked; an answer is counted as it arrives and must not inflate later.
+        sent = {"Accept-Encoding": "identity"}
+        secrets = []
+        if bearer_token is not None:
+            secrets.append(_header_value(bearer_token, "the Prometheus bearer token", spaces=False))
+            sent["Authorization"] = f"Bearer {secrets[-1]}"
+        for name, value in (headers or {}).items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid HTTP header name")
+            secrets.append(_header_value(value, f"the value of header {name}", spaces=True))
+            sent[name] = secrets[-1]
+        self.url = str(parsed).rstrip("/")
+        self._endpoint = f"{self.url}/api/v1/query"
         self._timeout = timeout
-        self._client = PrometheusConnect(
-            url=self.url,
-            headers=all_headers,
-            # No retries (see above); read=False lets a read timeout surface as one, not as "max retries".
-            retry=Retry(total=0, read=False, raise_on_status=False),
-            timeout=timeout + _TIMEOUT_GRACE_SECONDS,
+        self._limits = limits
+        self._secrets = _variants(secrets)
+        self._client = httpx.AsyncClient(
+            headers=sent,
+            timeout=None,  # SharedQueries' deadline bounds every query, queueing included
+            follow_redirects=False,  # a redirect would carry the credentials to wherever it points
+            transport=transport
+            or _OwnResolver(httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=concurrency))),
+        )
+        self._shared = SharedQueries(
+            self._fetch,
+            name=f"Prometheus at {self.url}",
+            deadline=timeout + _TIMEOUT_GRACE_SECONDS,
+            concurrency=concurrency,
+            share_seconds=share_seconds,
         )
 
+    @property
+    def counters(self) -> QueryCounters:
+        """Queries issued, served from a shared answer, waiting for a slot and in flight: for metrics."""
+        return self._shared.counters
+
     async def query(self, promql: str) -> list[Sample]:
-        return await asyncio.to_thread(self._query, promql)
+        return await self._shared.query(promql)
+
+    async def aclose(self) -> None:
+        self._shared.close()
+        await self._client.aclose()
 
     def close(self) -> None:
-        self._client.close()
+        """Close from synchronous code running on the event loop; the connections close in the background."""
+        task = asyncio.get_running_loop().create_task(self.aclose())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
-    def _query(self, promql: str) -> list[Sample]:
+    async def _fetch(self, promql: str, at: float) -> list[Sample]:
+        form = {"query": promql, "time": f"{at:.3f}", "timeout": f"{self._timeout:g}"}
         try:
-            result = self._client.custom_query(promql, params={"timeout": f"{self._timeout:g}"})
-            return _samples(result, promql)
-        except PrometheusApiClientException as exc:
-            raise GuardrailQueryFailed(f"Prometheus at {self.url} {_http_error(str(exc))}", promql) from exc
-        except requests.Timeout as exc:
-            raise GuardrailQueryFailed(
-                f"Prometheus at {self.url} did not answer within {self._timeout + _TIMEOUT_GRACE_SECONDS:g}s",
-                promql,
-            ) from exc
-        except requests.ConnectionError as exc:
-            raise GuardrailQueryFailed(f"Prometheus at {self.url} is unreachable: {_cause(exc)}", promql) from exc
-        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-            # A 200 that is not Prometheus's JSON, e.g. a login page from a proxy in front of it.
-            raise GuardrailQueryFailed(f"Prometheus at {self.url} gave an unusable answer: {exc}", promql) from exc
+            async with self._client.stream("POST", self._endpoint, data=form) as response:
+                if response.is_redirect:
+                    location = self._quote(response.headers.get("location", ""))
+                    raise self._failed(
+                        f"answered HTTP {response.status_code}, a redirect to {location}; redirects are not "
+                        "followed (the credentials would go along): set spec.prometheus.url to where it points",
+                        promql,
+                    )
+                body = await self._body(response, promql)
+                content_type = response.headers.get("content-type", "")
+            return read_answer(
+                response.status_code, content_type, body, max_series=self._limits.max_series, quote=self._quote
+            )
+        except AnswerUnusable as exc:
+            raise self._failed(str(exc), promql) from None
+        except httpx.ConnectError as exc:
+            raise self._failed(f"is unreachable: {self._quote(_cause(exc))}", promql) from None
+        except httpx.HTTPError as exc:
+            raise self._failed(f"failed to answer: {self._quote(_cause(exc))}", promql) from None
+
+    async def _body(self, response: httpx.Response, promql: str) -> bytes:
+        encoding = response.headers.get("content-encoding", "identity").lower()
+        if encoding != "identity":
+            raise self._failed(f"answered with Content-Encoding {self._quote(encoding)}, though asked for none", promql)
+        limit = self._limits.max_answer_bytes
+        too_large = self._failed(
+            f"answered more than {_size(limit)}; a guardrail query returns a few series: aggregate with sum by (...)",
+            promql,
+        )
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        body = bytearray()
+        async for chunk in response.aiter_bytes():  # identity: the bytes as they come
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+        return bytes(body)
+
+    def _quote(self, text: str) -> str:
+        """Text from Prometheus, fit to show: credentials replaced, on one line, bounded."""
+        for secret in self._secrets:
+            text = text.replace(secret, _SCRUBBED)
+        return bounded_text(text, self._limits.max_quote_chars)
+
+    def _failed(self, what: str, promql: str) -> GuardrailQueryFailed:
+        return GuardrailQueryFailed(f"Prometheus at {self.url} {what}", promql)
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _header_value(value: str, what: str, *, spaces: bool) -> str:
+    """``value`` without surrounding blanks (Secrets written with ``echo`` end in a newline), checked sendable."""
+    value = value.strip()
+    if not value:
+        raise ValueError(f"{what} is empty")
+    for position, char in enumerate(value, start=1):
+        if char == " ":
+            if spaces:
+                continue
+            problem = "a space"
+        elif not char.isascii():
+            problem = f"a non-ASCII character (U+{ord(char):04X})"
+        elif not char.isprintable():
+            problem = f"a control character (U+{ord(char):04X})"
+        else:
+            continue
+        raise ValueError(f"{what} contains {problem} at position {position}, which an HTTP header cannot carry")
+    return value
+
+
+def _variants(secrets: Iterable[str]) -> tuple[str, ...]:
+    """Each secret as it may come back: as sent, JSON-escaped, URL-encoded, HTML-escaped. Longest first, so a
+    secret containing another is replaced whole."""
+    found = set()
+    for secret in filter(None, secrets):
+        found |= {
+            secret,
+            json.dumps(secret)[1:-1],
+            secret.replace("/", "\\/"),
+            quote(secret, safe=""),
+            quote_plus(secret),
+            html.escape(secret),
+        }
+    return tuple(sorted(found, key=len, reverse=True))
 
 
 def _cause(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 error, without the wrapper's repetition."""
-    reason = exc.args[0] if exc.args else exc
-    return str(getattr(reason, "reason", reason))
+    """What an httpx error says, or its kind when it says nothing."""
+    return str(exc) or type(exc).__name__
 
 
-def _http_error(text: str) -> str:
-    """Turn the client's "HTTP Status Code 400 (b'<json>')" into Prometheus's own errorType and error."""
-    match = _HTTP_ERROR.match(text)
-    if match is None:
-        return f"answered: {text}"
-    status = match[1]
-    body = ast.literal_eval(match[2]).decode("utf-8", "replace")
-    try:
-        payload = json.loads(body)
-        return f"answered HTTP {status} ({payload['errorType']}): {payload['error']}"
-    except (ValueError, KeyError, TypeError):
-        return f"answered HTTP {status}: {body.strip()[:500] or '(empty body)'}"
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n} bytes"
 
 
-def _samples(result: Any, promql: str) -> list[Sample]:
-    """Read an instant query's result: a vector (a list of series) or a scalar (``[time, "value"]``)."""
-    if not isinstance(result, list):
-        raise GuardrailQueryFailed(f"unexpected result from Prometheus: {result!r:.200}", promql)
-    if len(result) == 2 and isinstance(result[0], int | float):
-        if isinstance(result[1], str) and _is_number(result[1]):
-            return [Sample({}, float(result[1]))]
-        raise GuardrailQueryFailed("the query returned a string; a guardrail needs a number", promql)
-    samples = []
-    for series in result:
-        if "value" not in series:
-            raise GuardrailQueryFailed(
-                "the query returned a range vector; a guardrail needs an instant vector or a scalar "
-                "(wrap the range selector in a function such as rate())",
-                promql,
+class _OwnResolver(httpx.AsyncBaseTransport):
+    """Resolves Prometheus's host name in a thread of its own, then sends the request to the address found.
+
+    asyncio resolves names in the loop's default executor, whose few threads the kill switch's calls and
+    Secret reads share; a DNS server that hangs on Prometheus's name must not hold them. The name stays in
+    the Host header and in TLS (SNI and the certificate check).
+    """
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prometheus-dns")
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            pass
+        else:
+            return await self._inner.handle_async_request(request)
+        port = request.url.port or (443 if request.url.scheme == "https" else 80)
+        lookup = partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(self._executor, lookup)
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
+        failure: httpx.ConnectError | None = None
+        for address in dict.fromkeys(str(info[4][0]) for info in found):
+            routed = httpx.Request(
+                request.method,
+                request.url.copy_with(host=address),
+                headers=request.headers,
+                stream=request.stream,
+                extensions={**request.extensions, "sni_hostname": host},
             )
-        samples.append(Sample(dict(series["metric"]), float(series["value"][1])))
-    return samples
+            try:
+                return await self._inner.handle_async_request(routed)
+            except httpx.ConnectError as exc:
+                failure = exc
+        raise failure or httpx.ConnectError(f"{host} resolves to no address", request=request)
 
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _variant_labels(samples: list[Sample], variant: str) -> set[str]:
@@ -182,6 +302,7 @@ async def measure(
     source: MetricsSource,
     candidate: str,
     control: str | None,
+    limits: GuardrailLimits = DEFAULT_LIMITS,
 ) -> GuardrailVerdict:
     """Measure one guardrail for the candidate (and the control, when given) and judge it.
 
@@ -193,7 +314,7 @@ async def measure(
         if control is not None:
             queries.append(render_query(guardrail.query, variables, control))
     except QueryTemplateInvalid as exc:
-        return judge_error(guardrail, f"the query template is invalid: {exc}")
+        return judge_error(guardrail, f"the query template is invalid: {exc}", limits)
 
     variants = [candidate] if control is None else [candidate, control]
     results = await asyncio.gather(*(source.query(q) for q in queries), return_exceptions=True)
@@ -201,14 +322,14 @@ async def measure(
     errors: list[str] = []
     for role, variant, query, result in zip(("candidate", "control"), variants, queries, results, strict=False):
         if isinstance(result, GuardrailQueryFailed):
-            errors.append(f"{role} query failed: {result} (query: {query})")
+            errors.append(f"{role} query failed: {result} (query: {bounded_text(query, limits.max_quote_chars)})")
         elif isinstance(result, BaseException):
             raise result  # a bug, not a measurement problem: let it surface
         else:
             measured.append((result, variant))
     if errors:
-        return judge_error(guardrail, "; ".join(errors))
+        return judge_error(guardrail, "; ".join(errors), limits)
     candidate_samples, control_samples = _without_variant_labels(
         measured[0], measured[1] if control is not None else None
     )
-    return judge(guardrail, candidate_samples, control_samples)
+    return judge(guardrail, candidate_samples, control_samples, limits)
