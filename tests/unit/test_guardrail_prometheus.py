@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import json
 import re
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -548,3 +549,15 @@ async def test_close_from_synchronous_code_closes_in_the_background(loopback: Lo
     await asyncio.sleep(0.05)
     with pytest.raises(RuntimeError, match="client has been closed"):
         await prometheus.query("other")
+
+
+async def test_a_refused_connection_says_so_in_the_operating_systems_words() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    prometheus = PrometheusSource(f"http://127.0.0.1:{port}")
+    with pytest.raises(GuardrailQueryFailed) as caught:
+        await prometheus.query("up")
+    assert str(caught.value).startswith(f"Prometheus at http://127.0.0.1:{port} is unreachable: ")
+    assert str(caught.value).endswith(": Connection refused")
+    await prometheus.aclose()

@@ -24,9 +24,10 @@ import asyncio
 import html
 import ipaddress
 import json
+import os
 import re
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from urllib.parse import quote, quote_plus
@@ -216,8 +217,26 @@ def _variants(secrets: Iterable[str]) -> tuple[str, ...]:
 
 
 def _cause(exc: BaseException) -> str:
-    """What an httpx error says, or its kind when it says nothing."""
-    return str(exc) or type(exc).__name__
+    """What an httpx error says, with the operating system's reasons beneath it ("Connection refused")."""
+    text = str(exc) or type(exc).__name__
+    reasons = [r for r in dict.fromkeys(_os_reasons(exc, set())) if r not in text]
+    return f"{text}: {'; '.join(reasons)}" if reasons else text
+
+
+def _os_reasons(exc: BaseException, seen: set[int]) -> Iterator[str]:
+    """The reason of every OSError that caused ``exc``, through chains and exception groups."""
+    if id(exc) in seen:
+        return
+    seen.add(id(exc))
+    if isinstance(exc, OSError):
+        # asyncio words a refusal "Connect call failed ('10.0.0.1', 9090)"; the errno says what happened.
+        if isinstance(exc.errno, int) and exc.errno > 0:
+            yield os.strerror(exc.errno)
+        elif exc.strerror:
+            yield exc.strerror
+    for inner in (exc.__cause__, exc.__context__, *getattr(exc, "exceptions", ())):
+        if isinstance(inner, BaseException):
+            yield from _os_reasons(inner, seen)
 
 
 def _size(n: int) -> str:
