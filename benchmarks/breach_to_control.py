@@ -16,31 +16,19 @@ import math
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fbclient import FBClient
 from harness.figures import header, report, trials
-from harness.stack import (
-    OperatorProcess,
-    SetupFailed,
-    Stack,
-    all_served,
-    connect_sdk,
-    epoch,
-    rollout_manifest,
-    sandbox,
-    stop_sdk,
-    users,
-    wait_for,
-)
+from harness.stack import SetupFailed, Stack, all_served, connect_sdk, epoch, sandbox, stop_sdk, users
 
 from airollout.featbit import FeatBitClient
 from airollout.guardrails import PrometheusSource, QueryVariables
 from airollout.guardrails.templating import render_query
 from airollout_testbed.sandbox import processes
 from airollout_testbed.sandbox.prometheus import add_scrape_target
+from airollout_testbed.waiting import wait_for, wait_for_async
 
 NAMESPACE = "bench"
 FLAG = "breach-bench"
@@ -76,7 +64,14 @@ def _start_ai_service(stack: Stack) -> str:
         ],
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    processes.wait_until(lambda: _get(f"{url}/healthz") is not None, what="AI service", process=started, timeout=60)
+    wait_for(
+        "the AI service to answer /healthz",
+        lambda: _get(f"{url}/healthz") is not None,
+        timeout=60,
+        interval=0.1,
+        running=lambda: processes.is_running(started),
+        log=started.log,
+    )
     add_scrape_target(stack.dir, JOB, f"127.0.0.1:{port}")
     return url
 
@@ -103,14 +98,6 @@ async def _candidate_error_rate(source: PrometheusSource, stage: str) -> float |
     return max(values) if values else None
 
 
-async def _until(what: str, probe: Callable[[], Awaitable[bool]]) -> None:
-    deadline = time.monotonic() + 60
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise SetupFailed(f"timed out after 60 s waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
 async def _trial(
     stack: Stack, client: FeatBitClient, source: PrometheusSource, sdk: FBClient, service: str, index: int
 ) -> _Trial:
@@ -126,9 +113,8 @@ async def _trial(
         return phase == "Progressing" and value is not None and value <= MAX_ERROR_RATE
 
     await asyncio.to_thread(_set_knobs, service, HEALTHY)
-    await _until("the previous breach to leave the query's window", window_clear)
-    manifest = rollout_manifest(
-        stack,
+    await wait_for_async("the previous breach to leave the query's window", window_clear)
+    manifest = stack.rollout(
         NAMESPACE,
         name,
         FLAG,
@@ -138,7 +124,7 @@ async def _trial(
         guardrails=[{"name": "error-rate", "query": QUERY, "max": MAX_ERROR_RATE}],
     )
     await asyncio.to_thread(stack.apply, manifest)
-    await _until("the rollout to progress with a healthy candidate in Prometheus", healthy_and_progressing)
+    await wait_for_async("the rollout to progress with a healthy candidate in Prometheus", healthy_and_progressing)
     sentinel = next((user for user in USERS if sdk.variation_detail(FLAG, user, None).variation_id == "canary"), None)
     if sentinel is None:
         raise SetupFailed("the SDK serves the candidate to none of the users at 50 %")
@@ -148,10 +134,9 @@ async def _trial(
     visible: tuple[float, float] | None = None  # (perf_counter, wall clock)
     control: float | None = None
     next_query = time.perf_counter()
-    deadline = time.monotonic() + 60
-    while control is None or visible is None:
-        if time.monotonic() > deadline:
-            raise SetupFailed(f"{name}: the breach never led to control (visible: {visible}, control: {control})")
+
+    async def breach_seen_and_control_served() -> tuple[tuple[float, float], float] | None:
+        nonlocal visible, control, next_query
         if visible is None and time.perf_counter() >= next_query:
             next_query = time.perf_counter() + PROMETHEUS_POLL_SECONDS
             value = await _candidate_error_rate(source, stage)
@@ -160,10 +145,17 @@ async def _trial(
         # One candidate user is cheap to ask every poll; everyone is asked once that one has control.
         if control is None and all_served(sdk, FLAG, [sentinel], "stable") and all_served(sdk, FLAG, USERS, "stable"):
             control = time.perf_counter()
-        await asyncio.sleep(SDK_POLL_SECONDS)
+        return (visible, control) if visible is not None and control is not None else None
+
+    visible, control = await wait_for_async(
+        f"{name}: the breach to be visible and to lead to control",
+        breach_seen_and_control_served,
+        timeout=60,
+        interval=SDK_POLL_SECONDS,
+    )
     flag_id = (await client.get_flag(stack.env["FEATBIT_ENV_ID"], FLAG))["id"]
     toggled = epoch((await stack.switched_off(client, flag_id, since=injected_wall))["createdAt"])
-    await _until("the rollback to be recorded", lambda: _phase_is(stack, name, "RolledBack"))
+    await wait_for_async("the rollback to be recorded", lambda: _phase_is(stack, name, "RolledBack"))
     await asyncio.to_thread(stack.kubectl, "-n", NAMESPACE, "delete", "airollout", name, "--timeout=60s")
     return _Trial(control - visible[0], toggled - visible[1], visible[0] - injected)
 
@@ -208,7 +200,7 @@ def main() -> int:
         asyncio.run(_create_flag(stack))
         service = _start_ai_service(stack)
         wait_for("Prometheus to scrape the AI service", lambda: _scraped(stack), timeout=60, interval=0.5)
-        with OperatorProcess(stack):
+        with stack.operator():
             results = asyncio.run(_measure(stack, service, count))
     report(f"breach visible -> SDK serves control to all {len(USERS)} users", [r.visible_to_control for r in results])
     report(

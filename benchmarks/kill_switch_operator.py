@@ -18,18 +18,11 @@ from dataclasses import dataclass
 
 import kubernetes
 from harness.figures import header, report, trials
-from harness.stack import (
-    AUDIT_POLL_SECONDS,
-    OperatorProcess,
-    SetupFailed,
-    Stack,
-    epoch,
-    rollout_manifest,
-    sandbox,
-)
+from harness.stack import AUDIT_POLL_SECONDS, Stack, epoch, sandbox
 
 from airollout.featbit import FeatBitClient
 from airollout.model import GROUP, PLURAL, VERSION
+from airollout_testbed.waiting import wait_for_async
 
 NAMESPACE = "bench"
 STAGES = [{"name": "long", "percentage": 50, "duration": "1h"}]
@@ -79,18 +72,17 @@ def _api_patch(stack: Stack) -> Pull:
 
 async def _progressing(stack: Stack, client: FeatBitClient, name: str, flag: str) -> None:
     env_id = stack.env["FEATBIT_ENV_ID"]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    async def progressing_with_flag_on() -> bool:
         phase = await asyncio.to_thread(stack.phase, NAMESPACE, name)
-        if phase == "Progressing" and (await client.get_flag(env_id, flag)).get("isEnabled"):
-            return
-        await asyncio.sleep(0.1)
-    raise SetupFailed(f"AIRollout {name} never reached Progressing with its flag on")
+        return phase == "Progressing" and bool((await client.get_flag(env_id, flag)).get("isEnabled"))
+
+    await wait_for_async(f"AIRollout {name} to progress with its flag on", progressing_with_flag_on, interval=0.1)
 
 
 async def _trial(stack: Stack, client: FeatBitClient, pull: Pull, name: str) -> _Landing:
     flag = await stack.create_flag(client, f"kill-switch-{name}")
-    await asyncio.to_thread(stack.apply, rollout_manifest(stack, NAMESPACE, name, flag["key"], stages=STAGES))
+    await asyncio.to_thread(stack.apply, stack.rollout(NAMESPACE, name, flag["key"], stages=STAGES))
     await _progressing(stack, client, name, flag["key"])
     invoked, returned = await asyncio.to_thread(pull, name)
     entry = await stack.switched_off(client, flag["id"])
@@ -129,7 +121,7 @@ def main() -> int:
             "abort verb, kubectl annotate": _kubectl(stack, "annotate", "--overwrite", "airollout.dev/action=abort"),
             "spec.killSwitch=true, merge PATCH from Python (no kubectl)": _api_patch(stack),
         }
-        with OperatorProcess(stack):
+        with stack.operator():
             results = asyncio.run(_measure(stack, ways, count))
     for label, landings in results.items():
         print(f"{label}:")

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 
 from fbclient import FBClient
 from harness.figures import header, report, trials
-from harness.stack import Stack, all_served, connect_sdk, featbit_double_only, stop_sdk, users, wait_for
+from harness.stack import Stack, all_served, connect_sdk, featbit_double_only, stop_sdk, users
+
+from airollout_testbed.waiting import wait_for
 
 FLAG = "kill-switch-bench"
 USERS = users(1000)

@@ -18,9 +18,10 @@ from typing import TypeVar
 from unittest import mock
 
 from harness.figures import header, report, trials
-from harness.stack import OperatorProcess, SetupFailed, Stack, rollout_manifest, sandbox, wait_for
+from harness.stack import SetupFailed, Stack, sandbox
 
 from airollout_testbed.sandbox import environment, processes
+from airollout_testbed.waiting import wait_for
 
 T = TypeVar("T")
 PARTS = ("start_etcd", "start_apiserver", "start_prometheus", "start_featbit_double")
@@ -83,12 +84,12 @@ def _measure_memory(stack: Stack) -> None:
         _print_memory(name, record.pid)
     stack.install_crd()
     stack.namespace_with_token("bench")
-    with OperatorProcess(stack) as operator:
+    with stack.operator() as operator:
         time.sleep(SETTLE_SECONDS)
         _print_memory("operator, idle", operator.pid)
         asyncio.run(_create_flag(stack, "memory-bench"))
         stages = [{"name": "canary", "percentage": 10, "duration": "1h"}]
-        stack.apply(rollout_manifest(stack, "bench", "memory-bench", "memory-bench", stages=stages))
+        stack.apply(stack.rollout("bench", "memory-bench", "memory-bench", stages=stages))
         wait_for(
             "the AIRollout to progress", lambda: "Progressing" in stack.kubectl("-n", "bench", "get", "airollouts")
         )

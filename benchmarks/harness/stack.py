@@ -1,57 +1,49 @@
 """The real stack the benchmarks measure, started in a temporary directory and always torn down.
 
 The same pieces a user runs: the sandbox of `airollout sandbox up` (or only its FeatBit double), kubectl,
-the operator as `airollout run` in its own process, and FeatBit's own SDK. Anything that fails while setting
-up raises `SetupFailed`, so a broken stack ends a benchmark with a non-zero exit rather than a figure.
+the operator as `airollout run` in its own process (the rig's `OperatorProcess`), and FeatBit's own SDK.
+Anything that fails while setting up raises `SetupFailed`, or `TimedOut` when what it waited for never came,
+so a broken stack ends a benchmark with a non-zero exit rather than a figure.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
-import signal
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from fbclient import FBClient
 from fbclient.config import Config, WebSocketConfig
 from fbclient.event_processor import NullEventProcessor
 
 from airollout.featbit import FeatBitClient
+from airollout_testbed.harness import OperatorProcess, install_crd, rollout_manifest
 from airollout_testbed.sandbox import environment, processes
 from airollout_testbed.sandbox.tools import missing_tools, tool
+from airollout_testbed.waiting import wait_for_async
 
 __all__ = [
     "AUDIT_POLL_SECONDS",
-    "CRD",
-    "OperatorProcess",
     "SetupFailed",
     "Stack",
     "all_served",
     "connect_sdk",
     "epoch",
     "featbit_double_only",
-    "rollout_manifest",
     "sandbox",
     "stop_sdk",
     "users",
-    "wait_for",
 ]
 
 AUDIT_POLL_SECONDS = 0.02
-CRD = Path(__file__).resolve().parents[2] / "crds" / "airollout.dev_airollouts.yaml"
-T = TypeVar("T")
 
 
 class SetupFailed(RuntimeError):
@@ -87,8 +79,7 @@ class Stack:
         self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
 
     def install_crd(self) -> None:
-        self.kubectl("apply", "--server-side", "-f", str(CRD))
-        self.kubectl("wait", "--for=condition=Established", "crd/airollouts.airollout.dev", "--timeout=60s")
+        install_crd(self.kubectl)
 
     def namespace_with_token(self, namespace: str) -> None:
         """Create ``namespace`` holding the Secret `featbit` (key `token`) that rollout manifests name."""
@@ -101,6 +92,16 @@ class Stack:
         rollout = json.loads(self.kubectl("-n", namespace, "get", "airollout", name, "-o", "json"))
         phase: str | None = (rollout.get("status") or {}).get("phase")
         return phase
+
+    def operator(self) -> OperatorProcess:
+        """`airollout run` against this stack's apiserver, recorded with the sandbox so its teardown stops it."""
+        return OperatorProcess(self.dir, self.env["KUBECONFIG"])
+
+    def rollout(self, namespace: str, name: str, flag: str, **spec: Any) -> dict[str, Any]:
+        """An AIRollout of ``flag`` (made by `create_flag`) on this stack's FeatBit, with the given spec fields."""
+        return rollout_manifest(
+            namespace, name, flag=flag, env_id=self.env["FEATBIT_ENV_ID"], api_url=self.env["FEATBIT_API_URL"], **spec
+        )
 
     def featbit_client(self) -> FeatBitClient:
         return FeatBitClient(self.env["FEATBIT_API_URL"], self.env["FEATBIT_TOKEN"])
@@ -123,14 +124,16 @@ class Stack:
         Its ``createdAt`` (ms, the double's wall clock) is when the toggle landed, which the benchmarks compare with
         their own wall clock: both run on one machine.
         """
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        async def first_switch_off() -> dict[str, Any] | None:
             entries = await client.audit_log(self.env["FEATBIT_ENV_ID"], flag_id, page_size=50)
             off = [entry for entry in entries if _switches_off(entry) and epoch(entry["createdAt"]) >= since]
-            if off:
-                return min(off, key=lambda entry: epoch(entry["createdAt"]))
-            await asyncio.sleep(AUDIT_POLL_SECONDS)
-        raise SetupFailed(f"FeatBit never recorded flag {flag_id} being switched off")
+            return min(off, key=lambda entry: epoch(entry["createdAt"])) if off else None
+
+        entry: dict[str, Any] = await wait_for_async(
+            f"FeatBit to record flag {flag_id} being switched off", first_switch_off, 30, AUDIT_POLL_SECONDS
+        )
+        return entry
 
 
 def _switches_off(entry: Mapping[str, Any]) -> bool:
@@ -216,86 +219,3 @@ def users(count: int) -> list[dict[str, str]]:
 def all_served(sdk: FBClient, flag: str, audience: Sequence[Mapping[str, str]], variation: str) -> bool:
     """Whether the SDK serves ``variation`` to every user of ``audience`` (stops at the first who differs)."""
     return all(sdk.variation_detail(flag, dict(user), None).variation_id == variation for user in audience)
-
-
-def wait_for(what: str, probe: Callable[[], T], timeout: float = 60.0, interval: float = 0.05) -> T:
-    """Poll ``probe`` until it returns something truthy and return it; `SetupFailed` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise SetupFailed(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-class OperatorProcess:
-    """`airollout run` against the stack's apiserver, in its own process, as a user runs it."""
-
-    def __init__(self, stack: Stack) -> None:
-        self.stack = stack
-        self.log = stack.dir / "logs" / "operator.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise SetupFailed("the operator is not running")
-        return self.proc.pid
-
-    def start(self) -> None:
-        port = processes.free_port()
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "airollout", "run", "--liveness", f"http://127.0.0.1:{port}/healthz"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "KUBECONFIG": self.stack.env["KUBECONFIG"]},
-            )
-        deadline = time.monotonic() + 60
-        while not _answers(f"http://127.0.0.1:{port}/healthz"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SetupFailed(f"the operator did not start; its log ends:\n{processes.tail(str(self.log))}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def __enter__(self) -> OperatorProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def rollout_manifest(stack: Stack, namespace: str, name: str, flag: str, **spec: Any) -> dict[str, Any]:
-    """An AIRollout of ``flag`` (made by `Stack.create_flag`) with the given spec fields."""
-    return {
-        "apiVersion": "airollout.dev/v1alpha1",
-        "kind": "AIRollout",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "flag": {"key": flag, "envId": stack.env["FEATBIT_ENV_ID"], "candidate": "canary", "control": "stable"},
-            "featbit": {"url": stack.env["FEATBIT_API_URL"], "tokenSecretRef": {"name": "featbit", "key": "token"}},
-            **spec,
-        },
-    }

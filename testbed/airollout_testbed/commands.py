@@ -46,10 +46,11 @@ def _sandbox_up(args: argparse.Namespace) -> int:
     from airollout_testbed.sandbox.environment import up
     from airollout_testbed.sandbox.processes import SandboxError
     from airollout_testbed.sandbox.tools import ToolMissing
+    from airollout_testbed.waiting import TimedOut
 
     try:
         values = up(args.dir)
-    except (SandboxError, ToolMissing) as error:
+    except (SandboxError, TimedOut, ToolMissing) as error:
         print(f"airollout sandbox up: {error}", file=sys.stderr)
         return 1
     env_file = Path(values["SANDBOX_DIR"]) / "sandbox.env"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -14,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from airollout_testbed.featbit_double import FeatBitDouble
+from airollout_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -66,24 +66,25 @@ def requests_by_variant(url: str) -> Counter[str]:
 def split_of_next_requests(url: str, count: int, seconds: float = 60) -> Counter[str]:
     """Requests per variant among the next ``count`` the service serves."""
     before = requests_by_variant(url)
-    deadline = time.monotonic() + seconds
-    while True:
+
+    def served() -> Counter[str] | None:
         delta = requests_by_variant(url) - before
-        if delta.total() >= count:
-            return delta
-        assert time.monotonic() < deadline, f"fewer than {count} requests in {seconds:g}s"
-        time.sleep(0.2)
+        return delta if delta.total() >= count else None
+
+    return wait_for(f"{count} more requests", served, timeout=seconds)
 
 
 def eventually_split(url: str, candidate_share: float, seconds: float = 60) -> float:
     """Wait until a window of 1000 requests is split as FeatBit says; return the candidate's share seen."""
-    deadline = time.monotonic() + seconds
-    while True:
+
+    def split_as_featbit_says() -> Counter[str] | None:
         split = split_of_next_requests(url, 1000)
-        share = split["canary"] / split.total()
-        if abs(share - candidate_share) < 0.05 and set(split) <= {"canary", "stable"}:
-            return share
-        assert time.monotonic() < deadline, f"split never reached {candidate_share:.0%}: last {dict(split)}"
+        close = abs(split["canary"] / split.total() - candidate_share) < 0.05
+        return split if close and set(split) <= {"canary", "stable"} else None
+
+    # No pause between windows: each one already takes the time 1000 requests take.
+    split = wait_for(f"the split to reach {candidate_share:.0%}", split_as_featbit_says, timeout=seconds, interval=0)
+    return split["canary"] / split.total()
 
 
 def service_args(featbit: FeatBitDouble, knobs: dict[str, Any] | None = None) -> list[str]:
@@ -135,9 +136,10 @@ def test_knobs_change_a_running_process(featbit_double: FeatBitDouble, run_ai_se
             "canary": {"de": {"error_rate": 1.0, "latency_seconds": None, "quality": None}}
         }
 
-    deadline = time.monotonic() + 60
-    while scrape(url, "ai_errors_total").get(("canary", "de"), 0) < 50:
-        assert time.monotonic() < deadline, "no canary errors in de after the knob changed"
-        time.sleep(0.2)
+    wait_for(
+        "50 canary errors in de after the knob changed",
+        lambda: scrape(url, "ai_errors_total").get(("canary", "de"), 0) >= 50,
+        timeout=60,
+    )
     errors = scrape(url, "ai_errors_total")
     assert {key for key, value in errors.items() if value} == {("canary", "de")}

@@ -26,7 +26,8 @@ from airollout.featbit import (
     build_targeting,
 )
 from airollout_testbed.featbit_double import FeatBitDouble
-from tests.support.featbit import count_variations, synthetic_users, wait_until
+from airollout_testbed.waiting import wait_for
+from tests.support.featbit import count_variations, synthetic_users
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +68,10 @@ async def test_a_stage_written_through_the_client_is_what_the_sdk_serves(
     assert segments == {"internal": internal["id"]}
     assert revision == double.get_flag(FLAG)["revision"]
     # The rule arrives in the same flag patch as the fallthrough, so once it matches the whole stage is in.
-    wait_until(
+    wait_for(
+        "the SDK received the new targeting",
         lambda: sdk.variation_detail(FLAG, insider, None).reason == "rule match",
-        message="the SDK received the new targeting",
+        timeout=10,
     )
     served = count_variations(sdk, FLAG, users)
     assert 60 <= served["canary"] <= 140

@@ -22,7 +22,7 @@ from fbclient.utils import build_token
 import airollout_testbed.featbit_double as featbit_double_package
 from airollout_testbed.featbit_double import FeatBitDouble
 from airollout_testbed.featbit_double.token import encode_connection_token, env_id_of_secret, new_env_secret
-from tests.support.featbit import wait_until
+from airollout_testbed.waiting import wait_for
 
 CANARY_AT_25 = {
     "targetUsers": [],
@@ -595,7 +595,7 @@ def test_insight_events_need_a_decodable_secret(featbit_double: FeatBitDouble) -
     assert httpx.post(url, json=events, headers={"Authorization": "nope"}).status_code == 401
     accepted = httpx.post(url, json=events, headers={"Authorization": featbit_double.env_secret})
     assert (accepted.status_code, accepted.content) == (200, b"")
-    wait_until(lambda: featbit_double.insight_events == events, message="the insight to be recorded")
+    wait_for("the insight to be recorded", lambda: featbit_double.insight_events == events, timeout=10)
 
 
 def test_polling_returns_data_only_when_something_changed(featbit_double: FeatBitDouble) -> None:
@@ -619,7 +619,7 @@ def test_double_runs_as_a_process_that_stops_cleanly_on_sigterm(tmp_path: Path) 
     command = [sys.executable, "-m", "airollout_testbed.featbit_double", "--token", "api-given", "--ready-file"]
     process = subprocess.Popen([*command, str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until(ready.exists, timeout=20, message="the ready file")
+        wait_for("the ready file", ready.exists, timeout=20)
         info = json.loads(ready.read_text())
         assert info["token"] == "api-given"
         assert str(env_id_of_secret(info["env_secret"])) == info["env_id"]

@@ -14,7 +14,8 @@ from fbclient.config import Config, WebSocketConfig
 
 from airollout_testbed.featbit_double import FeatBitDouble
 from airollout_testbed.featbit_double.token import new_env_secret
-from tests.support.featbit import count_variations, synthetic_users, wait_until
+from airollout_testbed.waiting import wait_for
+from tests.support.featbit import count_variations, synthetic_users
 
 FLAG = "ai-summary"
 USERS = synthetic_users(10_000)
@@ -108,7 +109,7 @@ def test_segment_change_reaches_a_connected_sdk(featbit_double: FeatBitDouble, f
         json={"included": ["qa-1"], "excluded": [], "rules": []},
         headers={"Authorization": featbit_double.token},
     ).raise_for_status()
-    wait_until(lambda: client.variation_detail(FLAG, qa, None).variation_id == "canary", message="QA in the segment")
+    wait_for("QA in the segment", lambda: client.variation_detail(FLAG, qa, None).variation_id == "canary", timeout=10)
 
 
 def test_kill_switch_serves_the_control_variation_to_everyone(
@@ -126,9 +127,10 @@ def test_kill_switch_serves_the_control_variation_to_everyone(
     )
     assert response.json()["success"] is True
     someone_exposed = {"key": min(exposed), "name": "exposed"}
-    wait_until(
+    wait_for(
+        "the toggle to reach the SDK",
         lambda: client.variation_detail(FLAG, someone_exposed, None).variation_id == "stable",
-        message="the toggle to reach the SDK",
+        timeout=10,
     )
     assert count_variations(client, FLAG, USERS) == {"stable": len(USERS)}
     assert client.variation_detail(FLAG, USERS[1], None).reason == "flag off"
@@ -147,9 +149,10 @@ def test_exposure_only_grows_across_rollout_steps(featbit_double: FeatBitDouble,
             fallthrough=fallthrough_at(percent),
             target_users=[{"keyIds": [marker["key"]], "variationId": "canary"}],
         )
-        wait_until(
+        wait_for(
+            f"the {percent}% step to reach the SDK",
             lambda marker=marker: client.variation_detail(FLAG, marker, None).reason == "target match",
-            message=f"the {percent}% step to reach the SDK",
+            timeout=10,
         )
         now_exposed = canary_users(client)
         assert exposed <= now_exposed, f"{len(exposed - now_exposed)} users lost the candidate at {percent}%"
@@ -170,7 +173,7 @@ def test_dropped_connection_resyncs_and_sees_changes_made_meanwhile(
         f"{featbit_double.api_url}/api/v1/envs/{featbit_double.env_id}/feature-flags/{FLAG}/toggle/false",
         headers={"Authorization": featbit_double.token},
     ).raise_for_status()
-    wait_until(lambda: client.variation(FLAG, USERS[0], None) is False, message="the SDK to resync")
+    wait_for("the SDK to resync", lambda: client.variation(FLAG, USERS[0], None) is False, timeout=10)
     first, resync = featbit_double.data_sync_timestamps
     assert (first, resync > 0) == (0, True)
 
@@ -187,9 +190,10 @@ def test_secret_of_another_environment_is_refused_with_4003(featbit_double: Feat
         assert not client.initialize
         # The SDK means to give up on 4003, but with websocket-client 1.9 the close frame reaches
         # it as an error first, so it records the code and keeps retrying with backoff.
-        wait_until(
+        wait_for(
+            "the SDK to record the 4003 close",
             lambda: "4003" in getattr(client.update_status_provider.current_state.error_track, "message", ""),
-            message="the SDK to record the 4003 close",
+            timeout=10,
         )
         assert featbit_double.data_sync_timestamps == []
     finally:
@@ -211,4 +215,4 @@ def test_evaluation_events_reach_the_double(featbit_double: FeatBitDouble, featb
             if variation["featureFlagKey"] == FLAG and variation["variation"]["id"] == "canary"
         }
 
-    wait_until(lambda: evaluated() == {"user-0", "user-1", "user-2"}, message="evaluation events")
+    wait_for("evaluation events", lambda: evaluated() == {"user-0", "user-1", "user-2"}, timeout=10)

@@ -18,16 +18,15 @@ from fbclient.client import FBClient
 
 from airollout_testbed.demo.ai_service import Behaviour, Knobs, LoadRegression
 from airollout_testbed.featbit_double import FeatBitDouble
+from airollout_testbed.harness import OperatorProcess, rollout_manifest
+from airollout_testbed.waiting import wait_for
 from tests.support.featbit import count_variations, synthetic_users
 from tests.support.guardrails import ScrapedService, StartScrapedService
 from tests.support.operator import (
-    OperatorProcess,
     apply,
     create_token_secret,
     events,
-    rollout_manifest,
     status_of,
-    wait_for,
     wait_for_phase,
 )
 from tests.support.sandbox import Testbed

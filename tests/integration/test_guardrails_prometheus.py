@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
+import functools
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,14 +19,17 @@ from airollout.guardrails import (
 from airollout.model.spec import Guardrail
 from airollout_testbed.demo.ai_service import LOCALES, AIService, Behaviour, Knobs, LoadRegression
 from airollout_testbed.sandbox.processes import free_port
+from airollout_testbed.waiting import wait_for_async
 from tests.support.ai_service import PercentageSplit, StartAIService
 from tests.support.sandbox import Testbed
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 VARS = QueryVariables(flag="ai-summary", namespace="guardrails", stage="canary-50")
 JOB = f"ai-guardrails-{uuid.uuid4().hex[:8]}"
+# Prometheus shows a change within 90 s (1 s scrapes, windows of 10-30 s). A probe's failed assertion (an Error
+# verdict while the series fill in) means "not yet", and is quoted if time runs out.
+eventually = functools.partial(wait_for_async, timeout=90, interval=0.5, retrying=(AssertionError,))
 
 
 def error_rate(window: str = "30s", **fields: float) -> Guardrail:
@@ -39,21 +40,6 @@ def error_rate(window: str = "30s", **fields: float) -> Guardrail:
         f"/ sum by (locale) (rate(ai_requests_total{{{selector}}}[{window}]))"
     )
     return Guardrail(name="error-rate", query=query, **fields)
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, seconds: float = 90) -> T:
-    """Poll ``probe`` until it returns something, or fail after ``seconds`` saying what never came."""
-    deadline = time.monotonic() + seconds
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            result = await probe()
-        except AssertionError as exc:
-            result, last = None, exc
-        if result is not None:
-            return result
-        await asyncio.sleep(0.5)
-    pytest.fail(f"{what} not seen within {seconds:g}s; last: {last}")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +72,7 @@ async def test_a_query_returns_the_exporters_values_per_variant_and_locale(
         found = {(s.labels["variant"], s.labels["locale"]): s.value for s in samples}
         return found if len(found) == 2 * len(LOCALES) else None
 
-    found = await eventually(all_series, "requests of both variants in every locale")
+    found = await eventually("requests of both variants in every locale", all_series)
     assert set(found) == {(variant, locale) for variant in ("canary", "stable") for locale in LOCALES}
     assert all(count > 0 for count in found.values())
 
@@ -101,7 +87,7 @@ async def test_a_real_error_rate_query_names_the_regressed_locale(
         assert verdict.outcome is not Outcome.ERROR, verdict.error
         return verdict if len(verdict.segments) == len(LOCALES) and verdict.outcome is Outcome.BREACHED else None
 
-    verdict = await eventually(judged_everywhere, "a breach judged over all four locales")
+    verdict = await eventually("a breach judged over all four locales", judged_everywhere)
     outcomes = {s.segment: s.outcome for s in verdict.segments}
     assert outcomes == {
         'locale="de"': Outcome.BREACHED,
@@ -168,9 +154,9 @@ async def test_a_load_dependent_latency_regression_breaches_only_above_its_share
         assert verdict.outcome is not Outcome.ERROR, verdict.error
         return verdict if verdict.outcome is outcome else None
 
-    await eventually(lambda: judged(Outcome.PASSED), "the candidate's p95 passing at 10 %")
+    await eventually("the candidate's p95 passing at 10 %", lambda: judged(Outcome.PASSED))
     split.percent = 50
-    verdict = await eventually(lambda: judged(Outcome.BREACHED), "the candidate's p95 breaching at 50 %")
+    verdict = await eventually("the candidate's p95 breaching at 50 %", lambda: judged(Outcome.BREACHED))
     (segment,) = verdict.segments
     assert segment.segment == ""
     assert segment.value is not None

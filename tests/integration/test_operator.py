@@ -18,17 +18,16 @@ from fbclient.client import FBClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from airollout_testbed.featbit_double import FeatBitDouble
+from airollout_testbed.harness import OperatorProcess, rollout_manifest
 from airollout_testbed.sandbox import processes
+from airollout_testbed.waiting import wait_for
 from tests.support.featbit import count_variations, synthetic_users
 from tests.support.operator import (
-    OperatorProcess,
     apply,
     create_token_secret,
     event_reasons,
     events,
-    rollout_manifest,
     status_of,
-    wait_for,
     wait_for_phase,
 )
 from tests.support.sandbox import Testbed
@@ -394,7 +393,7 @@ def test_the_operator_exports_its_decisions_as_prometheus_metrics(
     testbed: Testbed, namespace: str, flag_env: FeatBitDouble, airollout_crd: Path, tmp_path: Path
 ) -> None:
     port = processes.free_port()
-    operator = OperatorProcess(testbed, tmp_path, f"--metrics-port={port}", f"--namespace={namespace}")
+    operator = OperatorProcess(tmp_path, testbed.kubeconfig, f"--metrics-port={port}", f"--namespace={namespace}")
     operator.start()
     try:
         apply(testbed, manifest(flag_env, namespace, stages=[{"name": "canary", "percentage": 5}]))

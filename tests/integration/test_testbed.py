@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from airollout_testbed.sandbox import processes
 from airollout_testbed.sandbox.environment import read_env
 from airollout_testbed.sandbox.tools import tool
-from tests.support.operator import wait_for
+from airollout_testbed.waiting import wait_for
 from tests.support.sandbox import Testbed
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +20,7 @@ import pytest
 
 from airollout_testbed.demo.ai_service import AIService, Knobs
 from airollout_testbed.sandbox.processes import free_port
+from airollout_testbed.waiting import wait_for
 
 
 @dataclass
@@ -87,12 +87,14 @@ def run_ai_service(tmp_path: Path) -> Iterator[Callable[[Sequence[str]], str]]:
             )
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while not _healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-3000:]
-                raise AssertionError(f"the AI service did not start (exit {process.poll()}); its log ends:\n{tail}")
-            time.sleep(0.1)
+        wait_for(
+            "the AI service to answer /healthz",
+            lambda: _healthy(url),
+            timeout=60,
+            interval=0.1,
+            running=lambda: process.poll() is None,
+            log=log,
+        )
         return url
 
     yield run

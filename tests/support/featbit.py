@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -28,20 +27,10 @@ __all__ = [
     "featbit_double",
     "featbit_double_session",
     "synthetic_users",
-    "wait_until",
 ]
 
 User = Mapping[str, Any]
 _START_TIMEOUT = 10.0
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float = 10.0, message: str = "condition") -> None:
-    """Poll `condition` until it holds; fail the test with `message` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for: {message}")
-        time.sleep(0.02)
 
 
 def connect_sdk(double: FeatBitDouble, *, start_wait: float = 15.0, **config: Any) -> FBClient:

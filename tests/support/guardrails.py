@@ -7,7 +7,6 @@ lives for the whole session.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from fbclient.client import FBClient
 
 from airollout_testbed.demo.ai_service import AIService, Knobs
 from airollout_testbed.sandbox.prometheus import scrape_targets_dir
+from airollout_testbed.waiting import wait_for
 from tests.support.ai_service import StartAIService
 from tests.support.sandbox import Testbed
 
@@ -94,12 +94,12 @@ def scraped_ai_service(
         (scrape_targets_dir(testbed.dir) / f"{job}.json").unlink(missing_ok=True)
 
 
-def _wait_for_history(prometheus_url: str, job: str, timeout: float = 60.0) -> None:
+def _wait_for_history(prometheus_url: str, job: str) -> None:
     query = f'count_over_time(up{{job="{job}"}}[{WARM_UP_SCRAPES + 5}s]) >= {WARM_UP_SCRAPES}'
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def scraped_often_enough() -> list[Any]:
         answer = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": query}, timeout=5).json()
-        if answer["data"]["result"]:
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"Prometheus did not scrape job {job} {WARM_UP_SCRAPES} times within {timeout:g}s")
+        result: list[Any] = answer["data"]["result"]
+        return result
+
+    wait_for(f"Prometheus to scrape job {job} {WARM_UP_SCRAPES} times", scraped_often_enough, timeout=60, interval=0.5)

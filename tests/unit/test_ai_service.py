@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -10,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from airollout_testbed.demo.ai_service import LOCALES, AIService, Behaviour, Knobs, LoadRegression
+from airollout_testbed.waiting import wait_for
 from tests.support.ai_service import PercentageSplit, StartAIService
 
 
@@ -160,7 +160,4 @@ def test_knobs_metrics_and_stats_over_http(start_ai_service: StartAIService) -> 
 
 def test_it_generates_its_own_traffic(start_ai_service: StartAIService) -> None:
     service = start_ai_service(PercentageSplit(percent=50), knobs=Knobs(rps=100))
-    deadline = time.monotonic() + 30
-    while sum(service.stats()["served"].values()) < 50:
-        assert time.monotonic() < deadline, "no traffic within 30 s"
-        time.sleep(0.05)
+    wait_for("50 requests served", lambda: sum(service.stats()["served"].values()) >= 50, timeout=30, interval=0.05)

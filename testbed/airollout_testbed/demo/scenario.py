@@ -8,6 +8,7 @@ step as it happens, then the audit trail `kubectl describe` shows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -18,14 +19,15 @@ from typing import Any
 
 from airollout.featbit.client import FeatBitClient
 from airollout.featbit.errors import FeatBitRejected
+from airollout_testbed.harness import OperatorProcess, install_crd, rollout_manifest
 from airollout_testbed.sandbox import processes
 from airollout_testbed.sandbox.environment import down, read_env, up
 from airollout_testbed.sandbox.processes import SandboxError
 from airollout_testbed.sandbox.prometheus import add_scrape_target
 from airollout_testbed.sandbox.tools import ToolMissing, tool
+from airollout_testbed.waiting import TimedOut, wait_for
 
 NAMESPACE = "demo"
-CRD = Path(__file__).resolve().parents[3] / "crds" / "airollout.dev_airollouts.yaml"
 TIMEOUT_SECONDS = 420
 
 # Two releases of the same shape; only the candidate's behaviour differs.
@@ -40,7 +42,7 @@ INTERNAL_USERS = [f"user-{n}" for n in range(0, 100, 7)]
 def run_demo(directory: Path, keep: bool = False) -> int:
     try:
         return _run(directory.resolve(), keep)
-    except (SandboxError, ToolMissing, subprocess.CalledProcessError) as error:
+    except (SandboxError, TimedOut, ToolMissing, subprocess.CalledProcessError) as error:
         print(f"airollout demo: {error}", file=sys.stderr)
         return 1
 
@@ -50,8 +52,7 @@ def _run(directory: Path, keep: bool) -> int:
     env = up(directory) if not (directory / "sandbox.env").exists() else read_env(directory)
     kubectl = _Kubectl(env["KUBECONFIG"])
     try:
-        kubectl("apply", "--server-side", "-f", str(CRD))
-        kubectl("wait", "--for=condition=Established", "crd/airollouts.airollout.dev", "--timeout=60s")
+        install_crd(kubectl)
         if kubectl("get", "namespace", NAMESPACE, check=False).returncode != 0:
             kubectl("create", "namespace", NAMESPACE)
             kubectl(
@@ -67,19 +68,8 @@ def _run(directory: Path, keep: bool) -> int:
         for index, flag in enumerate(RELEASES):
             _start_ai_service(directory, env, flag, port=processes.free_port(), seed=index)
         _say("starting the operator: airollout run")
-        processes.start(
-            directory,
-            "operator",
-            [
-                sys.executable,
-                "-m",
-                "airollout",
-                "run",
-                "--liveness",
-                f"http://127.0.0.1:{processes.free_port()}/healthz",
-            ],
-            env={"KUBECONFIG": env["KUBECONFIG"]},
-        )
+        # Not stopped here: `down` (or `airollout sandbox down` after --keep) stops it with the sandbox.
+        OperatorProcess(directory, env["KUBECONFIG"]).start()
         for flag in RELEASES:
             kubectl("apply", "-f", "-", input=json.dumps(_rollout(flag, env)))
             _say(f"applied AIRollout {NAMESPACE}/{flag}")
@@ -150,49 +140,48 @@ def _start_ai_service(directory: Path, env: dict[str, str], flag: str, port: int
 def _rollout(flag: str, env: dict[str, str]) -> dict[str, Any]:
     window = "30s"
     selector = f'service="{flag}",variant="{{{{variant}}}}"'
-    return {
-        "apiVersion": "airollout.dev/v1alpha1",
-        "kind": "AIRollout",
-        "metadata": {"name": flag, "namespace": NAMESPACE},
-        "spec": {
-            "flag": {"key": flag, "envId": env["FEATBIT_ENV_ID"], "candidate": "canary", "control": "stable"},
-            "featbit": {"url": env["FEATBIT_API_URL"], "tokenSecretRef": {"name": "featbit", "key": "token"}},
-            "stages": [
-                {"name": "internal", "segments": ["internal-users"], "duration": "5s"},
-                {"name": "canary", "percentage": 5, "duration": "20s"},
-                {"name": "ramp-25", "percentage": 25, "duration": "15s"},
-                {"name": "ramp-50", "percentage": 50, "duration": "15s"},
-                {"name": "full", "percentage": 100, "duration": "10s"},
-            ],
-            "prometheus": {"url": env["PROMETHEUS_URL"]},
-            "analysis": {"interval": "2s"},
-            "guardrails": [
-                {
-                    "name": "error-rate",
-                    "query": f"sum(rate(ai_errors_total{{{selector}}}[{window}])) / "
-                    f"sum(rate(ai_requests_total{{{selector}}}[{window}]))",
-                    "max": 0.04,
-                    "warnAt": 0.03,
-                    "maxIncreaseOverControl": 2.0,
-                },
-                {
-                    "name": "latency-p95",
-                    "query": "histogram_quantile(0.95, sum by (le) "
-                    f"(rate(ai_request_duration_seconds_bucket{{{selector}}}[{window}])))",
-                    "max": 1.5,
-                },
-            ],
-            "onBreach": "rollback",
-        },
-    }
+    return rollout_manifest(
+        NAMESPACE,
+        flag,
+        flag=flag,
+        env_id=env["FEATBIT_ENV_ID"],
+        api_url=env["FEATBIT_API_URL"],
+        stages=[
+            {"name": "internal", "segments": ["internal-users"], "duration": "5s"},
+            {"name": "canary", "percentage": 5, "duration": "20s"},
+            {"name": "ramp-25", "percentage": 25, "duration": "15s"},
+            {"name": "ramp-50", "percentage": 50, "duration": "15s"},
+            {"name": "full", "percentage": 100, "duration": "10s"},
+        ],
+        prometheus={"url": env["PROMETHEUS_URL"]},
+        analysis={"interval": "2s"},
+        guardrails=[
+            {
+                "name": "error-rate",
+                "query": f"sum(rate(ai_errors_total{{{selector}}}[{window}])) / "
+                f"sum(rate(ai_requests_total{{{selector}}}[{window}]))",
+                "max": 0.04,
+                "warnAt": 0.03,
+                "maxIncreaseOverControl": 2.0,
+            },
+            {
+                "name": "latency-p95",
+                "query": "histogram_quantile(0.95, sum by (le) "
+                f"(rate(ai_request_duration_seconds_bucket{{{selector}}}[{window}])))",
+                "max": 1.5,
+            },
+        ],
+        onBreach="rollback",
+    )
 
 
 def _watch(kubectl: _Kubectl) -> dict[str, str]:
-    """Print every change of phase, stage or guardrail summary until both rollouts have finished."""
+    """Print every change of phase, stage or guardrail summary until both rollouts have finished (or time is up:
+    the phases reached so far are returned either way)."""
     seen: dict[str, tuple[Any, ...]] = {}
     phases: dict[str, str] = {}
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while time.monotonic() < deadline and len(phases) < len(RELEASES):
+
+    def all_finished() -> bool:
         listed = json.loads(kubectl("-n", NAMESPACE, "get", "airollouts", "-o", "json").stdout)
         for item in listed["items"]:
             name, status = item["metadata"]["name"], item.get("status") or {}
@@ -210,7 +199,10 @@ def _watch(kubectl: _Kubectl) -> dict[str, str]:
                 print(f"  {clock}  {name:<14} {phase or 'Pending':<12} {stage or '-':<9} {shown:>5}  {summary or ''}")
             if status.get("phase") in ("Promoted", "RolledBack", "Failed"):
                 phases[name] = status["phase"]
-        time.sleep(1)
+        return len(phases) == len(RELEASES)
+
+    with contextlib.suppress(TimedOut):
+        wait_for("both rollouts to finish", all_finished, timeout=TIMEOUT_SECONDS, interval=1)
     return phases
 
 

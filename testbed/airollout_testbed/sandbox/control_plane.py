@@ -13,6 +13,7 @@ from pathlib import Path
 from airollout_testbed.sandbox import processes
 from airollout_testbed.sandbox.certs import make_certs
 from airollout_testbed.sandbox.tools import tool
+from airollout_testbed.waiting import wait_for
 
 APISERVER_READY_TIMEOUT = 120.0
 
@@ -35,7 +36,14 @@ def start_etcd(directory: Path) -> str:
             f"--initial-cluster=sandbox={peer_url}", "--unsafe-no-fsync", "--log-level=warn",
         ],
     )  # fmt: skip
-    processes.wait_until(lambda: _http_ok(f"{client_url}/health"), what="etcd", process=started, timeout=30)
+    wait_for(
+        "etcd to answer /health",
+        lambda: _http_ok(f"{client_url}/health"),
+        timeout=30,
+        interval=0.1,
+        running=lambda: processes.is_running(started),
+        log=started.log,
+    )
     return client_url
 
 
@@ -69,12 +77,14 @@ def start_apiserver(directory: Path, etcd_url: str) -> str:
     context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     context.load_cert_chain(str(certs / "admin.crt"), str(certs / "admin.key"))
     base = f"https://127.0.0.1:{port}"
-    processes.wait_until(
+    wait_for(
+        "kube-apiserver to be ready",
         # /readyz, then the default namespace: the system-namespaces controller creates it after start.
         lambda: _http_ok(f"{base}/readyz", context) and _http_ok(f"{base}/api/v1/namespaces/default", context),
-        what="kube-apiserver",
-        process=started,
         timeout=APISERVER_READY_TIMEOUT,
+        interval=0.1,
+        running=lambda: processes.is_running(started),
+        log=started.log,
     )
     kubeconfig = directory / "kubeconfig"
     kubeconfig.write_text(

@@ -11,13 +11,13 @@ import json
 import shlex
 import shutil
 import sys
-import time
 from pathlib import Path
 
 from airollout_testbed.sandbox import processes
 from airollout_testbed.sandbox.control_plane import start_apiserver, start_etcd
 from airollout_testbed.sandbox.processes import SandboxError
 from airollout_testbed.sandbox.prometheus import start_prometheus
+from airollout_testbed.waiting import wait_for
 
 ENV_FILE = "sandbox.env"
 FEATBIT_DOUBLE = "featbit-double"
@@ -71,8 +71,15 @@ def start_featbit_double(directory: Path) -> dict[str, str]:
             "--ready-file", str(ready_file),
         ],
     )  # fmt: skip
-    processes.wait_until(ready_file.exists, what="FeatBit double", process=started, timeout=30)
-    info = _read_json_when_complete(ready_file)
+    wait_for(
+        "the FeatBit double's ready file",
+        ready_file.exists,
+        timeout=30,
+        interval=0.1,
+        running=lambda: processes.is_running(started),
+        log=started.log,
+    )
+    info = json.loads(ready_file.read_text())  # complete once it exists: the double renames it into place
     return {
         "FEATBIT_API_URL": info["api_url"],
         "FEATBIT_EVAL_URL": info["eval_url"],
@@ -99,14 +106,3 @@ def read_env(directory: Path) -> dict[str, str]:
         key, _, raw = line.partition("=")
         values[key] = shlex.split(raw)[0] if raw else ""
     return values
-
-
-def _read_json_when_complete(path: Path) -> dict[str, str]:
-    # The writer may still be flushing when the file appears.
-    for _ in range(50):
-        try:
-            data: dict[str, str] = json.loads(path.read_text())
-            return data
-        except ValueError:
-            time.sleep(0.1)
-    raise SandboxError(f"{path} is not valid JSON")

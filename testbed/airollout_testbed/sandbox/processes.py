@@ -13,12 +13,14 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from airollout_testbed.waiting import TimedOut, wait_for
+
 _RECORD = "processes.json"
+_KILL_PATIENCE = 5.0  # seconds for the kernel to take a SIGKILLed process down
 
 
 class SandboxError(RuntimeError):
@@ -56,11 +58,15 @@ def _start_time(pid: int) -> str | None:
     return fields[19] if fields else None
 
 
+def log_of(directory: Path, name: str) -> Path:
+    """Where the process ``name`` started in ``directory`` writes its output."""
+    return directory / "logs" / f"{name}.log"
+
+
 def start(directory: Path, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Started:
     """Start ``argv`` in its own session (it outlives the caller), logging to ``DIR/logs/NAME.log``."""
-    logs = directory / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{name}.log"
+    log_path = log_of(directory, name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             list(argv),
@@ -87,18 +93,19 @@ def _is_zombie(pid: int) -> bool:
 
 def stop(directory: Path, name: str, timeout: float = 15.0) -> None:
     """Stop one recorded process: SIGTERM, then SIGKILL after ``timeout``; forget its record."""
-    records = _read(directory)
-    for record in records:
-        if record.name == name:
-            _terminate(record, timeout)
-    _write(directory, [r for r in records if r.name != name])
+    _end(directory, name, _gently(timeout))
+
+
+def kill(directory: Path, name: str) -> None:
+    """SIGKILL one recorded process, with no SIGTERM first: no cleanup, as when a node dies; forget its record."""
+    _end(directory, name, ((signal.SIGKILL, _KILL_PATIENCE),))
 
 
 def stop_all(directory: Path, timeout: float = 15.0) -> list[str]:
     """Stop every recorded process, newest first (dependants before what they depend on)."""
     records = _read(directory)
     for record in reversed(records):
-        _terminate(record, timeout)
+        _terminate(record, _gently(timeout))
     _write(directory, [])
     return [r.name for r in records]
 
@@ -112,50 +119,41 @@ def running(directory: Path) -> list[str]:
     return [r.name for r in _read(directory) if is_running(r)]
 
 
-def _terminate(record: Started, timeout: float) -> None:
-    if not is_running(record):
-        _reap(record.pid)
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(record.pid)
-        if not is_running(record):
+_Signals = Sequence[tuple[signal.Signals, float]]
+"""_Signals to send in turn, each with how long to wait for the process to stop before sending the next."""
+
+
+def _gently(timeout: float) -> _Signals:
+    return ((signal.SIGTERM, timeout), (signal.SIGKILL, _KILL_PATIENCE))
+
+
+def _end(directory: Path, name: str, signals: _Signals) -> None:
+    records = _read(directory)
+    for record in records:
+        if record.name == name:
+            _terminate(record, signals)
+    _write(directory, [r for r in records if r.name != name])
+
+
+def _terminate(record: Started, signals: _Signals) -> None:
+    for signum, patience in signals:
+        if _stopped(record):
             return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGKILL)
-    for _ in range(100):
-        _reap(record.pid)
-        if not is_running(record):
-            return
-        time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signum)
+        with contextlib.suppress(TimedOut):
+            wait_for(f"{record.name} to stop", lambda: _stopped(record), timeout=patience, interval=0.05)
+
+
+def _stopped(record: Started) -> bool:
+    _reap(record.pid)
+    return not is_running(record)
 
 
 def _reap(pid: int) -> None:
     # A child of this very process stays a zombie until waited for.
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
-
-
-def wait_until(ready: Callable[[], bool], *, what: str, process: Started, timeout: float) -> None:
-    """Poll ``ready`` until true; fail early, quoting the log, if the process died meanwhile."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        if not is_running(process):
-            raise SandboxError(f"{what} exited during start-up; last log lines:\n{tail(process.log)}")
-        time.sleep(0.1)
-    raise SandboxError(f"{what} was not ready after {timeout:.0f}s; last log lines:\n{tail(process.log)}")
-
-
-def tail(path: str, lines: int = 25) -> str:
-    try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 def _read(directory: Path) -> list[Started]:

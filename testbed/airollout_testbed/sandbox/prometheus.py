@@ -12,6 +12,7 @@ from pathlib import Path
 
 from airollout_testbed.sandbox import processes
 from airollout_testbed.sandbox.tools import tool
+from airollout_testbed.waiting import wait_for
 
 NAME = "prometheus"
 
@@ -60,7 +61,14 @@ scrape_configs:
         ],
     )
     url = f"http://127.0.0.1:{port}"
-    processes.wait_until(lambda: _ready(url), what="Prometheus", process=started, timeout=60)
+    wait_for(
+        "Prometheus to be ready",
+        lambda: _ready(url),
+        timeout=60,
+        interval=0.1,
+        running=lambda: processes.is_running(started),
+        log=started.log,
+    )
     return url
 
 
