@@ -332,8 +332,9 @@ def test_a_prometheus_outage_holds_then_pauses_and_the_rollout_resumes_when_it_r
     scraped_ai_service: StartScrapedService,
 ) -> None:  # fmt: skip
     workload = start_service(scraped_ai_service)
+    # Long enough that the outage below starts while a stage is still baking, not after the promotion.
     stages = [
-        {"name": "canary", "percentage": 5, "duration": "2s"},
+        {"name": "canary", "percentage": 5, "duration": "20s"},
         {"name": "ramp-50", "percentage": 50, "duration": "2s"},
         {"name": "full", "percentage": 100},
     ]

@@ -56,7 +56,7 @@ _log = logging.getLogger(__name__)
 _WRITE_RETRY_SECONDS = 2.0
 _IDLE_FLOOR_SECONDS = 1.0
 EVENT_MESSAGE_LIMIT = 1024
-"""Event messages are cut here: `kubectl describe` shows one line each, and etcd stores every one."""
+"""Bytes: the apiserver refuses a longer Event message."""
 
 
 class _Superseded(Exception):
@@ -390,7 +390,11 @@ def _asks(meta: Mapping[str, Any]) -> tuple[object, ...]:
 def _one_line(message: str) -> str:
     # Newlines break `kubectl describe`'s event table.
     text = " ".join(message.split())
-    return text if len(text) <= EVENT_MESSAGE_LIMIT else text[: EVENT_MESSAGE_LIMIT - 1] + "…"
+    encoded = text.encode()
+    if len(encoded) <= EVENT_MESSAGE_LIMIT:
+        return text
+    # The apiserver counts bytes, not characters; never cut a character in half.
+    return encoded[: EVENT_MESSAGE_LIMIT - 3].decode(errors="ignore") + "..."
 
 
 __all__ = ["EVENT_MESSAGE_LIMIT", "Engine"]

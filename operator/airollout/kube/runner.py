@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 import kopf
@@ -26,6 +27,10 @@ def run_operator(
         metrics.serve(metrics_port)
 
     kopf.configure(verbose=verbose)
+    if not verbose:
+        # One line per HTTP request and per watch event is noise at a thousand rollouts, and costs CPU.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf_settings = kopf.OperatorSettings()
     # Namespaced: Kopf need not discover namespaces or CRDs cluster-wide, which a Role could not allow.
     kopf_settings.scanning.disabled = bool(namespaces)
