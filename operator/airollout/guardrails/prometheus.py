@@ -62,7 +62,7 @@ class PrometheusSource:
         bearer_token: str | None = None,
         timeout: float = 10.0,
         concurrency: int = 8,
-        share_seconds: float = 5.0,
+        share_seconds: float = 1.0,
         limits: GuardrailLimits = DEFAULT_LIMITS,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -70,8 +70,9 @@ class PrometheusSource:
 
         ``timeout`` (seconds) bounds Prometheus's evaluation of a query; a query's wait for one of the
         ``concurrency`` slots and its answer together get one second more. Queries are evaluated at the
-        start of the current window of ``share_seconds`` and shared within it (`SharedQueries`).
-        ``transport`` replaces the network, for tests.
+        start of the current window of ``share_seconds`` and shared within it (`SharedQueries`): an answer
+        is up to that old, so the window must stay short beside the shortest stage, or a stage could be
+        judged on numbers from before it began. ``transport`` replaces the network, for tests.
         """
         parsed = httpx.URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:

@@ -4,7 +4,9 @@ Rollouts that guard the same service ask the same PromQL every interval. Each qu
 explicit time, the start of the current window of ``share_seconds``, so every rollout asking within one
 window asks exactly the same question; the first one asks Prometheus, the others await that answer while
 it is in flight and reuse it once it has come. A failure is shared the same way, so a struggling Prometheus
-is not asked again by every rollout within one window.
+is not asked again by every rollout within one window. The price is age: an answer describes the start of
+its window, so a window is a second or so, short beside any stage and analysis interval; a longer one could
+judge a stage on numbers from before it began.
 
 A semaphore bounds the queries in flight per Prometheus; the rest wait their turn, counted as queue depth.
 The deadline covers waiting and answering together: a rollout learns within one timeout that Prometheus
