@@ -19,6 +19,7 @@ from aiohttp import web
 from airollout_testbed.featbit_double.faults import Faults
 from airollout_testbed.featbit_double.management import ManagementApi
 from airollout_testbed.featbit_double.model import CREATE_FLAG, CREATE_SEGMENT, SEGMENT_TARGETING, JsonObject
+from airollout_testbed.featbit_double.request_counts import RequestCounts
 from airollout_testbed.featbit_double.store import Actor, Environment, Kind, Store
 from airollout_testbed.featbit_double.streaming import EvaluationServer
 from airollout_testbed.featbit_double.token import env_id_of_secret, new_access_token, new_env_secret
@@ -83,6 +84,9 @@ class FeatBitDouble:
             reset=self._reset_on_loop,
             drop_streaming=self._evaluation.drop_connections,
         )
+        self.requests = RequestCounts()
+        """The management requests answered so far, by method and route (also `GET /_double/requests`)."""
+        self.requests.attach(self._management.app)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._runners: list[web.AppRunner] = []
