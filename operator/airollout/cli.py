@@ -51,12 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="debug logging")
     tunables = run.add_argument_group("tunables (the defaults suit one process and 1,000 rollouts)")
     for name, setting in Settings.model_fields.items():
+        kind: type = int if setting.annotation is int else str if setting.annotation is str else float
         tunables.add_argument(
             "--" + name.replace("_", "-"),
-            type=int if setting.annotation is int else float,  # argparse refuses anything else, naming the flag
+            type=kind,  # argparse refuses a number it cannot read, naming the flag
             default=setting.default,
-            metavar="INT" if setting.annotation is int else "SECONDS",
-            help=f"{' '.join((setting.description or '').split())} (default: %(default)s)",
+            metavar={int: "INT", str: "TEXT"}.get(kind, "SECONDS"),
+            help=f"{' '.join((setting.description or '').split())} (default: %(default)r)",
         )
     run.set_defaults(handler=_run)
 

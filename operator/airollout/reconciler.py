@@ -89,6 +89,8 @@ class Connections:
     problem: Problem | None = None
     lane: FlagService | None = None
     """The kill-switch lane: turns the candidate off ahead of routine work, retrying until acknowledged."""
+    writer: str = ""
+    """Which replica writes, when several share the rollouts: appended to FeatBit's audit comment."""
 
 
 def parse_spec(raw: Mapping[str, Any]) -> tuple[AIRolloutSpec | None, str | None]:
@@ -204,7 +206,9 @@ async def act(
     try:
         revision = None
         for action in decision.actions:
-            comment = f"AIRollout {rollout.ref} {action.comment}"
+            comment = (
+                f"AIRollout {rollout.ref} {action.comment}{f' [{connections.writer}]' if connections.writer else ''}"
+            )
             if isinstance(action, ApplyStage):
                 revision = await apply_stage(flags, spec, action.index, comment)
             elif isinstance(action, RollBack):

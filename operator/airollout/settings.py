@@ -58,5 +58,20 @@ class Settings(BaseModel):
     secret_ttl: float = Field(default=30.0, ge=0, le=3600)
     """Seconds a Secret's value is reused before it is read again (a rejected token is re-read at once)."""
 
+    shards: int = Field(default=0, ge=0, le=1024)
+    """0: this process serves every AIRollout (one replica). N > 0: AIRollouts are split into N shards by
+    UID, each served by exactly one replica holding its coordination.k8s.io Lease; run several replicas
+    with the same N and they share the shards, and take over those of a replica that dies."""
+
+    lease_duration: float = Field(default=15.0, ge=3, le=600)
+    """Seconds a shard's Lease holds without renewal. A dead replica's shards are taken over after at
+    most this long; a replica stops acting on a shard a third of it before it could be taken over."""
+
+    lease_namespace: str = Field(default="", max_length=63)
+    """Where the shard Leases live; empty: the namespace the pod runs in ($POD_NAMESPACE), else default."""
+
+    identity: str = Field(default="", max_length=128)
+    """This replica's name in the Leases; empty: the host (pod) name."""
+
 
 __all__ = ["Settings"]

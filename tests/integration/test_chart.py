@@ -129,3 +129,32 @@ def test_a_service_monitor_without_metrics_is_refused(testbed: Testbed) -> None:
     )
     assert result.returncode != 0
     assert "metrics.serviceMonitor.enabled needs metrics.enabled" in result.stderr
+
+
+def test_replicas_share_shards_through_leases_they_may_use_and_need_shards_to_start(
+    testbed: Testbed, airollout_crd: Path, namespace: str
+) -> None:
+    release = _release()
+    rendered = testbed.helm(
+        "template", release, str(CHART), "--namespace", namespace,
+        "--set", "replicas=3", "--set", "shards=12", "--set", "operator.settings.routineWorkers=32",
+    ).stdout  # fmt: skip
+    assert "--shards=12" in rendered
+    assert "--routine-workers=32" in rendered
+    assert "type: RollingUpdate" in rendered
+    testbed.kubectl("apply", "-f", "-", input=rendered)
+    account = f"system:serviceaccount:{namespace}:{release}-airollout"
+    for verb in ("get", "list", "create", "update", "delete"):
+        allowed = testbed.kubectl("-n", namespace, "auth", "can-i", verb, "leases.coordination.k8s.io", "--as", account)
+        assert allowed.stdout.strip() == "yes", verb
+    refused = testbed.helm("template", release, str(CHART), "--set", "replicas=3", check=False)
+    assert refused.returncode != 0
+    assert "replicas > 1 needs shards > 0" in refused.stderr
+
+
+def test_an_unknown_tunable_is_refused_by_the_chart(testbed: Testbed) -> None:
+    refused = testbed.helm(
+        "template", _release(), str(CHART), "--set", "operator.settings.routineWorkrs=3", check=False
+    )
+    assert refused.returncode != 0
+    assert "routineWorkrs" in refused.stderr

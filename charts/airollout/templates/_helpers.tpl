@@ -62,9 +62,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 What the operator calls in a namespace it watches, and nothing more:
-- Kopf lists and watches AIRollouts, and patches them (its annotations and finalizer) and their status
+- the operator lists and watches AIRollouts, patches them (to remove a verb it handled) and their status
   (a separate subresource, so a separate rule);
-- Kopf posts core/v1 Events about the AIRollouts it handles;
+- it posts core/v1 Events about the AIRollouts it handles;
 - the operator reads the Secrets each AIRollout names: the FeatBit token and the Prometheus credentials.
 */}}
 {{- define "airollout.namespacedRules" -}}

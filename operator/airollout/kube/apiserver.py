@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import kubernetes
@@ -94,6 +95,36 @@ class ApiServer:
             raise
         return dict(secret.get("data") or {})
 
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A coordination.k8s.io/v1 Lease, or None when it does not exist."""
+        try:
+            lease: dict[str, Any] = await self._send("GET", _lease_path(namespace, name), None)
+        except ApiServerError as error:
+            if error.status == 404:
+                return None
+            raise
+        return lease
+
+    async def list_leases(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        listed = await self._send("GET", f"{_lease_path(namespace)}?labelSelector={quote(selector)}", None)
+        return list(listed.get("items") or [])
+
+    async def write_lease(self, lease: Mapping[str, Any]) -> dict[str, Any]:
+        """Create the Lease, or replace it if it carries a resourceVersion (a 409 means someone was first)."""
+        meta = lease["metadata"]
+        if meta.get("resourceVersion"):
+            written: dict[str, Any] = await self._send("PUT", _lease_path(meta["namespace"], meta["name"]), lease)
+        else:
+            written = await self._send("POST", _lease_path(meta["namespace"]), lease)
+        return written
+
+    async def delete_lease(self, namespace: str, name: str) -> None:
+        try:
+            await self._send("DELETE", _lease_path(namespace, name), None)
+        except ApiServerError as error:
+            if error.status != 404:
+                raise
+
     async def post_event(self, involved: Mapping[str, Any], *, kind: str, reason: str, message: str) -> None:
         """One core/v1 Event about ``involved`` (an AIRollout's metadata)."""
         namespace = str(involved["namespace"])
@@ -147,6 +178,11 @@ class ApiServer:
             configuration.refresh_api_key_hook(configuration)
         value: str | None = configuration.get_api_key_with_prefix("authorization")
         return value
+
+
+def _lease_path(namespace: str, name: str = "") -> str:
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+    return f"{path}/{name}" if name else path
 
 
 __all__ = ["ApiServer", "ApiServerError"]

@@ -37,6 +37,7 @@ from airollout.kube.apiserver import ApiServer, ApiServerError
 from airollout.kube.connections import ConnectionCache
 from airollout.kube.kill_switch import KillSwitchLane
 from airollout.kube.scheduler import Scheduler
+from airollout.kube.shards import ShardLeases, shard_of
 from airollout.kube.verbs import verb_request
 from airollout.model import HISTORY_LIMIT, AIRolloutStatus, KillSwitchTarget, Phase
 from airollout.planner import (
@@ -122,6 +123,8 @@ class Engine:
             urgent, backoff_cap=settings.kill_switch_backoff_cap, slow_backoff_cap=settings.retry_backoff_cap
         )
         self._rollouts: dict[str, _Tracked] = {}
+        self.shards: ShardLeases | None = None
+        """Set when AIRollouts are split across replicas: only owned shards are worked on."""
         self.scheduler: Scheduler[str] = Scheduler(
             self._work, workers=settings.routine_workers, on_start=metrics.SCHEDULER_LATENESS.observe
         )
@@ -158,6 +161,8 @@ class Engine:
             changed = _asks(tracked.meta) != _asks(meta)
             tracked.body = dict(body)
         metrics.TRACKED.set(len(self._rollouts))
+        if not self._owns(uid):
+            return  # another replica serves it; its body is kept for the day this one takes the shard over
         if self._wants_kill(tracked):
             if tracked.killing is None:
                 tracked.epoch += 1
@@ -166,11 +171,48 @@ class Engine:
         if changed:
             self.scheduler.wake(uid)
 
+    # -- shards -----------------------------------------------------------------------------------------
+
+    @property
+    def _writer(self) -> str:
+        return self.shards.identity if self.shards is not None else ""
+
+    def _owns(self, uid: str) -> bool:
+        shards = self.shards
+        return shards is None or shards.owns(shard_of(uid, self.settings.shards))
+
+    def _in_shard(self, shard: int) -> list[tuple[str, _Tracked]]:
+        return [(uid, t) for uid, t in self._rollouts.items() if shard_of(uid, self.settings.shards) == shard]
+
+    def gain(self, shard: int) -> None:
+        """A shard was taken over: start from what its rollouts' status says, as a restarted operator does."""
+        for uid, tracked in self._in_shard(shard):
+            tracked.planned, tracked.flag_checked_at = None, None
+            tracked.written, tracked.written_at = dict(tracked.body.get("status") or {}), time.monotonic()
+            tracked.epoch += 1
+            if self._wants_kill(tracked):
+                tracked.killing = asyncio.create_task(self._kill(tracked, time.monotonic()))
+            else:
+                self.scheduler.wake(uid)
+
+    async def lose(self, shard: int) -> None:
+        """A shard is given back or lost: stop its work, and wait until no write of it is under way."""
+        rollouts = self._in_shard(shard)
+        for uid, tracked in rollouts:
+            self.scheduler.forget(uid)
+            tracked.epoch += 1
+            if tracked.killing is not None:
+                tracked.killing.cancel()
+        for _uid, tracked in rollouts:
+            async with tracked.turn:
+                tracked.planned = None
+        metrics.forget_shard([(t.meta.get("namespace"), t.meta.get("name")) for _u, t in rollouts])
+
     # -- routine work ---------------------------------------------------------------------------------
 
     async def _work(self, uid: str) -> float | None:
         tracked = self._rollouts.get(uid)
-        if tracked is None or tracked.killing is not None:
+        if tracked is None or tracked.killing is not None or not self._owns(uid):
             return None
         epoch = tracked.epoch
         rollout = tracked.rollout()
@@ -179,7 +221,8 @@ class Engine:
         if spec is not None:
             connections = await self._routine.connections(rollout.namespace, spec)
             if connections.flags is not None:
-                connections = replace(connections, lane=await self._lane.flags(rollout.namespace, spec.featbit))
+                lane = await self._lane.flags(rollout.namespace, spec.featbit)
+                connections = replace(connections, lane=lane, writer=self._writer)
         now = datetime.now(UTC)
         started = time.monotonic()
         status = parse_status(rollout.status)
@@ -221,7 +264,7 @@ class Engine:
     @asynccontextmanager
     async def _turn(self, tracked: _Tracked, epoch: int) -> AsyncIterator[None]:
         async with tracked.turn:
-            if tracked.epoch != epoch or tracked.killing is not None:
+            if tracked.epoch != epoch or tracked.killing is not None or not self._owns(str(tracked.meta.get("uid"))):
                 raise _Superseded
             yield
 
@@ -236,6 +279,8 @@ class Engine:
     async def _kill(self, tracked: _Tracked, seen_at: float) -> None:
         """Turn the candidate off through the lane, then record it; ends only when both are done."""
         try:
+            if not self._owns(str(tracked.meta.get("uid"))):
+                return
             rollout = tracked.rollout()
             try:
                 target = KillSwitchTarget.model_validate(dict(rollout.spec))
@@ -246,6 +291,8 @@ class Engine:
             request = kill_request(rollout.spec, rollout.verb, rollout.actor)
             why = request.why if request is not None else "kill switch"
             comment = f"AIRollout {rollout.ref} generation {rollout.generation}, kill switch: {why}"
+            if self._writer:
+                comment += f" [{self._writer}]"
             told = False
 
             async def not_yet(message: str) -> None:
@@ -260,7 +307,8 @@ class Engine:
                 rollout = tracked.rollout()
                 lane = await self._lane.flags(rollout.namespace, target.featbit)
                 now = datetime.now(UTC)
-                decision = await act(rollout, Connections(flags=lane, lane=lane), None, now, flag_off_revision=revision)
+                connections = Connections(flags=lane, lane=lane, writer=self._writer)
+                decision = await act(rollout, connections, None, now, flag_off_revision=revision)
                 for _attempt in itertools.count():
                     if await self._commit(tracked, rollout, decision, urgent=True):
                         break

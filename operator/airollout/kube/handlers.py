@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
 import kopf
@@ -16,6 +18,7 @@ from airollout.kube import metrics
 from airollout.kube.apiserver import ApiServer
 from airollout.kube.connections import ClientOptions, ConnectionCache
 from airollout.kube.engine import Engine
+from airollout.kube.shards import ShardLeases
 from airollout.model import GROUP, PLURAL, VERSION
 from airollout.settings import Settings
 
@@ -48,15 +51,27 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     metrics.SCHEDULER_DEPTH.set_function(lambda: engine.scheduler.depth)
     memo.engine = engine
     memo.closables = (routine, urgent, routine_api, urgent_api)
-    memo.engine_task = asyncio.create_task(engine.run())
+    memo.tasks = [asyncio.create_task(engine.run())]
+    if tunables.shards:
+        engine.shards = ShardLeases(
+            urgent_api,  # renewals must not queue behind routine writes, or a busy replica loses its shards
+            namespace=tunables.lease_namespace or os.environ.get("POD_NAMESPACE") or "default",
+            identity=tunables.identity or f"{socket.gethostname()}-{os.getpid()}",
+            shards=tunables.shards,
+            duration=tunables.lease_duration,
+            on_gain=engine.gain,
+            on_lose=engine.lose,
+        )
+        memo.tasks.append(asyncio.create_task(engine.shards.run()))
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     """Stop the work first, then close the clients it uses (never the other way round)."""
-    task: asyncio.Task[None] = memo.engine_task
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    tasks: list[asyncio.Task[None]] = memo.tasks
+    for task in reversed(tasks):  # the shards first: they drain their work and hand their Leases back
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     await memo.engine.stop()
     for closable in memo.closables:
         await closable.aclose()

@@ -6,6 +6,8 @@ Served on `airollout run --metrics-port`, so the rollouts themselves can be aler
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from airollout.model import AIRolloutStatus, Phase
@@ -47,8 +49,15 @@ def record(namespace: str, name: str, status: AIRolloutStatus, reasons: list[str
         PHASE.labels(namespace, name, phase.value).set(1.0 if status.phase is phase else 0.0)
 
 
+def forget_shard(rollouts: list[tuple[object, object]]) -> None:
+    """Drop the series of rollouts another replica serves now: it reports them."""
+    for namespace, name in rollouts:
+        forget(str(namespace), str(name))
+
+
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted rollout's series."""
-    PERCENTAGE.remove(namespace, name)
-    for phase in Phase:
-        PHASE.remove(namespace, name, phase.value)
+    with suppress(KeyError):  # never recorded by this process
+        PERCENTAGE.remove(namespace, name)
+        for phase in Phase:
+            PHASE.remove(namespace, name, phase.value)
