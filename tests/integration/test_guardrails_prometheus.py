@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -58,10 +60,10 @@ def ai_service(testbed: Testbed) -> Iterator[AIService]:
 
 
 @pytest.fixture
-def prometheus(testbed: Testbed) -> Iterator[PrometheusSource]:
+async def prometheus(testbed: Testbed) -> AsyncIterator[PrometheusSource]:
     source = PrometheusSource(testbed.prometheus_url, timeout=10)
     yield source
-    source.close()
+    await source.aclose()
 
 
 async def test_a_query_returns_the_exporters_values_per_variant_and_locale(
@@ -115,7 +117,7 @@ async def test_an_unreachable_prometheus_is_an_error_not_a_breach() -> None:
     assert verdict.error is not None
     assert f"candidate query failed: Prometheus at {url} is unreachable" in verdict.error
     assert "Connection refused" in verdict.error
-    source.close()
+    await source.aclose()
 
 
 async def test_a_promql_syntax_error_is_an_error_quoting_prometheus(prometheus: PrometheusSource) -> None:
@@ -165,3 +167,40 @@ async def test_a_load_dependent_latency_regression_breaches_only_above_its_share
     assert segment.control_value is not None
     assert segment.control_value < 0.5  # the control never slowed down
     assert segment.message.endswith(f" > max 0.5 (control {segment.control_value:.4g}, window 10s)")
+
+
+async def test_queries_are_evaluated_at_the_start_of_their_window(testbed: Testbed) -> None:
+    source = PrometheusSource(testbed.prometheus_url, share_seconds=10)
+    before = time.time()
+    (evaluated,) = await source.query("time()")
+    assert evaluated.value % 10 == 0
+    assert before - 10 < evaluated.value <= time.time()
+    await source.aclose()
+
+
+async def test_identical_queries_from_many_rollouts_reach_prometheus_once_and_agree(
+    ai_service: AIService, testbed: Testbed, prometheus: PrometheusSource
+) -> None:
+    query = f'sum by (locale) (rate(ai_requests_total{{job="{JOB}"}}[10s]))'
+    await eventually("requests in every locale", lambda: _all_locales(prometheus, query))
+    # A second into a window: the scrapes before its start are stored, and it does not end before all have asked.
+    into = time.time() % 5
+    await asyncio.sleep(max(0.0, 1 - into) if into < 3 else 6 - into)
+
+    mine = PrometheusSource(testbed.prometheus_url, share_seconds=5)
+    answers = await asyncio.gather(*(mine.query(query) for _ in range(50)))
+    assert len(answers[0]) == len(LOCALES)
+    assert all(answer == answers[0] for answer in answers)
+    assert (mine.counters.issued, mine.counters.shared) == (1, 49)
+
+    # Another source (other credentials, say) shares nothing, yet asks the same question in the same window:
+    # the same time, so the same numbers, though the rate moves every second.
+    theirs = PrometheusSource(testbed.prometheus_url, share_seconds=5)
+    assert sorted(await theirs.query(query), key=str) == sorted(answers[0], key=str)
+    assert theirs.counters.issued == 1
+    await mine.aclose()
+    await theirs.aclose()
+
+
+async def _all_locales(source: PrometheusSource, query: str) -> bool:
+    return len(await source.query(query)) == len(LOCALES)
