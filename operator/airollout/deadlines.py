@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airollout.model import AIRolloutSpec, AIRolloutStatus, Phase, parse_duration
-from airollout.planner import analysis_due, bake_end
+from airollout.planner import analysis_due, bake_end, next_analysis_at
 from airollout.reasons import ConditionType, Reason
 
 _ACTIVE = frozenset({Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED})
@@ -69,7 +69,7 @@ def next_due(
             due.append(now)
         elif status.phase is Phase.PROGRESSING or status.pause_reason == Reason.GUARDRAIL_QUERY_FAILED:
             last = status.last_analysis_at or now
-            due.append(last + parse_duration(spec.analysis.interval))
+            due.append(next_analysis_at(last, parse_duration(spec.analysis.interval)))
     if status.phase is Phase.PROGRESSING:
         end = bake_end(spec, status)
         if end is not None and end > now:

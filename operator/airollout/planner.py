@@ -11,9 +11,10 @@ gives the status to write instead: same stage, and a condition that says what is
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -160,10 +161,23 @@ def analysis_due(spec: AIRolloutSpec, status: AIRolloutStatus, now: datetime) ->
     last = status.last_analysis_at
     if last is None or (status.stage_started_at and last < status.stage_started_at):
         return True
-    if now - last >= parse_duration(spec.analysis.interval):
+    if now >= next_analysis_at(last, parse_duration(spec.analysis.interval)):
         return True
     end = bake_end(spec, status)
     return end is not None and now >= end > last
+
+
+def next_analysis_at(last: datetime, interval: timedelta) -> datetime:
+    """The first tick of the interval's wall-clock grid after ``last``.
+
+    Every rollout with the same interval is measured on the same ticks, so identical guardrail queries of
+    many rollouts reach Prometheus together and are asked once (see `airollout.guardrails.sharing`).
+    """
+    step = interval.total_seconds()
+    if step <= 0:
+        return last
+    tick = (math.floor(last.timestamp() / step) + 1) * step
+    return datetime.fromtimestamp(tick, tz=last.tzinfo or UTC)
 
 
 def plan(
@@ -679,6 +693,7 @@ __all__ = [
     "flag_identity",
     "granted_segments",
     "kill_request",
+    "next_analysis_at",
     "plan",
     "plan_failure",
 ]

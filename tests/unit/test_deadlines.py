@@ -33,13 +33,28 @@ def test_a_stage_without_guardrails_is_next_due_at_its_bake_end() -> None:
     assert due({}, status, 2) == T0 + timedelta(seconds=10)
 
 
-def test_a_guarded_stage_is_due_at_the_next_analysis_before_its_bake_end() -> None:
+def test_a_guarded_stage_is_due_at_the_next_analysis_tick_before_its_bake_end() -> None:
     spec = make_spec(**GUARDED)
     status = at_stage(spec, 0).model_copy(update={"last_analysis_at": T0 + timedelta(seconds=1)})
-    # internal bakes 30s; analysis every 30s by default, so the bake end at 30s comes first
+    # internal bakes 30s, and analyses fall on the 30 s wall-clock grid: both at T0+30s
     assert due(GUARDED, status, 2) == T0 + timedelta(seconds=30)
     edited = {**GUARDED, "analysis": {"interval": "5s"}}
-    assert due(edited, status, 2) == T0 + timedelta(seconds=6)
+    assert due(edited, status, 2) == T0 + timedelta(seconds=5)
+
+
+def test_rollouts_analysed_at_different_moments_share_the_next_tick() -> None:
+    spec = make_spec(**GUARDED, analysis={"interval": "30s"})
+    ticks = {
+        due(
+            {**GUARDED, "analysis": {"interval": "30s"}},
+            at_stage(spec, 0, since=T0 - timedelta(minutes=5)).model_copy(
+                update={"last_analysis_at": T0 + timedelta(seconds=offset)}
+            ),
+            offset,
+        )
+        for offset in (0.5, 7, 19.25, 29.9)
+    }
+    assert ticks == {T0 + timedelta(seconds=30)}
 
 
 def test_an_analysis_due_now_is_due_now() -> None:
@@ -73,7 +88,7 @@ def test_a_paused_rollout_sleeps_unless_it_waits_for_prometheus() -> None:
     waiting = paused.model_copy(
         update={"pause_reason": Reason.GUARDRAIL_QUERY_FAILED.value, "last_analysis_at": T0 + timedelta(seconds=1)}
     )
-    assert due(GUARDED, waiting, 2) == T0 + timedelta(seconds=31)
+    assert due(GUARDED, waiting, 2) == T0 + timedelta(seconds=30)
 
 
 def test_a_featbit_problem_backs_off_as_long_again_as_it_lasted_up_to_the_cap() -> None:

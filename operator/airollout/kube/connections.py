@@ -114,7 +114,13 @@ class ConnectionCache:
         source = self._prometheus.get(key)
         if source is None:
             try:
-                source = PrometheusSource(ref.url, headers=dict(headers), bearer_token=bearer or None, timeout=timeout)
+                source = PrometheusSource(
+                    ref.url,
+                    headers=dict(headers),
+                    bearer_token=bearer or None,
+                    timeout=timeout,
+                    concurrency=self.prometheus_concurrency,
+                )
             except ValueError as error:
                 raise EndpointInvalid(f"spec.prometheus: {error}") from None
             self._prometheus[key] = source
