@@ -456,6 +456,19 @@ async def test_credentials_echoed_back_never_leave_the_source(echo: Callable[[ht
     assert "tok" not in text
 
 
+async def test_a_password_in_the_url_is_sent_as_basic_authentication_and_never_shown() -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, text=f"denied: {request.headers['authorization']} (reader:pa/ss)")
+
+    prometheus = PrometheusSource("http://reader:pa%2Fss@prometheus.test:9090", transport=httpx.MockTransport(handler))
+    with pytest.raises(GuardrailQueryFailed) as caught:
+        await prometheus.query("up")
+    assert (
+        str(caught.value)
+        == "Prometheus at http://reader:***@prometheus.test:9090 answered HTTP 401: denied: Basic *** (reader:***)"
+    )
+
+
 async def test_credentials_in_a_library_error_never_leave_the_source() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError(f"proxy refused {request.headers['authorization']}", request=request)

@@ -21,6 +21,7 @@ headers into its error page must not put a token into status, Events and logs.
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import ipaddress
 import json
@@ -80,6 +81,10 @@ class PrometheusSource:
         # Prometheus compresses when asked; an answer is counted as it arrives and must not inflate later.
         sent = {"Accept-Encoding": "identity"}
         secrets = []
+        if parsed.password:
+            # httpx sends a password in the URL as basic authentication: as such it may come back too.
+            basic = base64.b64encode(f"{parsed.username}:{parsed.password}".encode()).decode()
+            secrets += [parsed.password, basic]
         if bearer_token is not None:
             secrets.append(_header_value(bearer_token, "the Prometheus bearer token", spaces=False))
             sent["Authorization"] = f"Bearer {secrets[-1]}"
@@ -88,8 +93,10 @@ class PrometheusSource:
                 raise ValueError(f"{name!r} is not a valid HTTP header name")
             secrets.append(_header_value(value, f"the value of header {name}", spaces=True))
             sent[name] = secrets[-1]
-        self.url = str(parsed).rstrip("/")
-        self._endpoint = f"{self.url}/api/v1/query"
+        shown = parsed.copy_with(username=parsed.username, password=_SCRUBBED) if parsed.password else parsed
+        self.url = str(shown).rstrip("/")
+        """Where Prometheus is, as messages name it: without the password a URL may hold."""
+        self._endpoint = f"{str(parsed).rstrip('/')}/api/v1/query"
         self._timeout = timeout
         self._limits = limits
         self._secrets = _variants(secrets)
