@@ -12,7 +12,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -26,7 +26,10 @@ def parse_duration(text: str) -> timedelta:
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration: write it like 30s, 10m or 1h30m")
     seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{text!r} is too long to be a duration") from None
 
 
 class _Model(BaseModel):
@@ -35,7 +38,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+MAX_DURATION = timedelta(days=366)
+
+
+def _reasonable(text: str) -> str:
+    # A duration nobody means (99999999999999h) would overflow the clock arithmetic of every deadline.
+    if parse_duration(text) > MAX_DURATION:
+        raise ValueError(f"{text!r} is longer than a year (8784h): write a shorter duration")
+    return text
+
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN), AfterValidator(_reasonable)]
 
 
 class SecretKeyRef(_Model):

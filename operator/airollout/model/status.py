@@ -6,8 +6,10 @@ continues exactly where it was.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -92,8 +94,76 @@ class AIRolloutStatus(_Model):
         Nested unset fields are left out rather than null: the apiserver drops nulls inside list items, and
         a patch that does not read back as written is a patch Kopf warns about.
         """
-        data: dict[str, object] = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        data: dict[str, object] = _bounded(self.model_dump(mode="json", by_alias=True, exclude_none=True))
         for name, field in type(self).model_fields.items():
             if getattr(self, name) is None:
                 data[field.alias or name] = None
         return data
+
+
+TEXT_LIMIT = 1024
+"""Characters kept of any text in status (messages, actors): whatever a verb, Prometheus or FeatBit said."""
+GUARDRAIL_TEXT_LIMIT = 256
+"""Characters kept of a guardrail entry's segment and message, of which there may be many."""
+GUARDRAILS_LIMIT = 40
+"""Guardrail entries kept in status.guardrails; the rest are counted in one summary entry."""
+HISTORY_GUARDRAILS_LIMIT = 10
+"""Guardrail entries kept in each history entry."""
+
+
+def _bounded(data: dict[str, Any]) -> dict[str, Any]:
+    """The status cut to a size etcd always takes, whatever the guardrails returned or a verb carried.
+
+    The worst case is about 50 history entries of 1 KiB plus 10 guardrail entries of 0.5 KiB each, a few
+    hundred KiB, well below etcd's request limit.
+    """
+    bounded = {key: _cut(value, TEXT_LIMIT) for key, value in data.items() if key not in ("guardrails", "history")}
+    if "guardrails" in data:
+        bounded["guardrails"] = _guardrails(data["guardrails"], GUARDRAILS_LIMIT)
+    if "history" in data:
+        bounded["history"] = [
+            {
+                **{key: _cut(value, TEXT_LIMIT) for key, value in entry.items() if key != "guardrails"},
+                **(
+                    {"guardrails": _guardrails(entry["guardrails"], HISTORY_GUARDRAILS_LIMIT)}
+                    if entry.get("guardrails")
+                    else {}
+                ),
+            }
+            for entry in data["history"]
+        ]
+    return bounded
+
+
+def _guardrails(entries: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    ranked = list(entries)
+    if len(ranked) > limit:
+        # The worst outcomes first, so what is cut is what passed.
+        order = {"Breached": 0, "Error": 1, "Warning": 2, "NoData": 3}
+        ranked.sort(key=lambda e: order.get(str(e.get("outcome")), 4))
+        rest = ranked[limit - 1 :]
+        outcomes = ", ".join(sorted({str(e.get("outcome")) for e in rest}))
+        summary = {
+            "name": str(rest[0].get("name")),
+            "segment": f"({len(rest)} more)",
+            "outcome": str(rest[0].get("outcome")),
+            "message": f"{len(rest)} more segments not shown ({outcomes}); aggregate the query with sum by (...)",
+        }
+        ranked = [*ranked[: limit - 1], summary]
+    return [_cut(entry, GUARDRAIL_TEXT_LIMIT) for entry in ranked]
+
+
+def _cut(value: Any, limit: int) -> Any:
+    """Strings cut to ``limit``; numbers JSON cannot carry (an infinite value, NaN) left out."""
+    if isinstance(value, str) and len(value) > limit:
+        return value[: limit - 1] + "…"
+    if isinstance(value, list):
+        return [_cut(item, limit) for item in value]
+    if isinstance(value, dict):
+        return {key: _cut(item, limit) for key, item in value.items() if not _non_finite(item)}
+    return value
+
+
+def _non_finite(value: Any) -> bool:
+    # The message keeps the value in words ("+Inf > max 0.05"); the apiserver refuses Infinity in JSON.
+    return isinstance(value, float) and not math.isfinite(value)
