@@ -99,6 +99,8 @@ class Observation:
     the same manifest does not run it again (and sees no drift)."""
     invalid_spec: str | None = None
     kill: KillRequest | None = None
+    late: str | None = None
+    """Set when this work started well after it was due: how late, and why (the engine's queue)."""
     flag_off_revision: str | None = None
     """Set when the kill-switch lane already turned the flag off: the revision FeatBit acknowledged."""
 
@@ -409,6 +411,7 @@ class _Planner:
         verdicts = self.obs.verdicts
         if verdicts is None:
             return
+        self._note_lateness()
         outcome = overall(verdicts)
         self._update(
             guardrails=tuple(_guardrail_statuses(verdicts)),
@@ -442,6 +445,14 @@ class _Planner:
             self._record(reason, f"holding at stage {self.status.stage_name}: {_explain(verdicts)}")
         elif changed and outcome is Outcome.PASSED and previous is not None:
             self._record(Reason.GUARDRAILS_PASSED, f"guardrails pass again: {_explain(verdicts)}")
+
+    def _note_lateness(self) -> None:
+        """Say in status when an analysis ran late (never advancing on it is the judge's part: it is fresh)."""
+        previous = _find(self.status.conditions, ConditionType.ANALYSIS_ON_TIME)
+        if self.obs.late is not None:
+            self._condition(ConditionType.ANALYSIS_ON_TIME, False, Reason.ANALYSIS_LATE, self.obs.late)
+        elif previous is not None and previous.status == "False":
+            self._condition(ConditionType.ANALYSIS_ON_TIME, True, Reason.ANALYSIS_ON_TIME, "analyses run on time again")
 
     def _breach(self, verdicts: Sequence[GuardrailVerdict]) -> None:
         breached = [s for v in verdicts for s in v.segments if s.outcome is Outcome.BREACHED]

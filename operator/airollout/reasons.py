@@ -38,6 +38,8 @@ class Reason(StrEnum):
     GUARDRAIL_BREACHED = "GuardrailBreached"
     GUARDRAIL_NO_DATA = "GuardrailNoData"
     GUARDRAIL_QUERY_FAILED = "GuardrailQueryFailed"
+    ANALYSIS_LATE = "AnalysisLate"
+    ANALYSIS_ON_TIME = "AnalysisOnTime"
     INVALID_SPEC = "InvalidSpec"
 
 
@@ -70,4 +72,6 @@ class ConditionType(StrEnum):
     FEATBIT_SYNCED = "FeatBitSynced"
     """True when FeatBit serves exactly what status says; False names what stops the operator confirming it."""
     GUARDRAILS_PASSING = "GuardrailsPassing"
+    ANALYSIS_ON_TIME = "AnalysisOnTime"
+    """Present once an analysis started late: False says how late and why (the operator is overloaded)."""
     """The latest guardrail analysis: True when all hold, False on warning, breach, error or no data."""

@@ -150,6 +150,7 @@ async def act(
     *,
     read_flag: bool = True,
     flag_off_revision: str | None = None,
+    late: str | None = None,
 ) -> Decision:
     """Plan from what is known now and carry out the plan's FeatBit actions.
 
@@ -194,6 +195,7 @@ async def act(
         actor=rollout.actor,
         verb_key=rollout.verb_key,
         kill=kill,
+        late=late,
         flag_off_revision=flag_off_revision,
     )
 

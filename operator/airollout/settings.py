@@ -39,13 +39,18 @@ class Settings(BaseModel):
     """Seconds between two reads of a progressing rollout's flag to notice edits made in FeatBit by
     someone else. Reads that precede a write happen regardless."""
 
-    status_refresh_interval: float = Field(default=120.0, ge=1, le=86400)
-    """Seconds after which unchanged guardrail values are written to status again. Any change of phase,
-    stage, outcome, condition or history is written at once; refreshing bare numbers more often only
-    loads the apiserver."""
+    status_refresh_interval: float = Field(default=30.0, ge=1, le=86400)
+    """Seconds after which fresh guardrail values and lastAnalysisAt are written to status even though
+    nothing else changed. Any change of phase, stage, outcome, condition or history is written at once.
+    At the default, every analysis of the default 30 s interval shows; a fleet of thousands of rollouts
+    can raise it to spare the apiserver (one status write per rollout per this many seconds)."""
 
     retry_backoff_cap: float = Field(default=30.0, ge=1, le=3600)
     """The longest wait before retrying a rollout whose FeatBit, Secret or flag could not be used."""
+
+    late_after: float = Field(default=5.0, gt=0, le=3600)
+    """Seconds after its deadline at which a rollout's analysis counts as late: its status then says so
+    (condition AnalysisOnTime) with the queue that held it up."""
 
     prometheus_concurrency: int = Field(default=8, ge=1, le=256)
     """Guardrail queries in flight at once per Prometheus server; more wait their turn (and are counted

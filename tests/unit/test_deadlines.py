@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airollout.deadlines import flag_check_due, next_due
+from airollout.guardrails.judging import Outcome
 from airollout.model import AIRolloutStatus, Condition, Phase
+from airollout.planner import Observation, plan
 from airollout.reasons import ConditionType, Reason
-from tests.unit.test_planner import GUARDED, T0, at_stage, make_spec
+from tests.unit.test_planner import GUARDED, IN_SYNC, T0, at_stage, make_spec, verdict
 
 DRIFT = timedelta(seconds=30)
 CAP = timedelta(seconds=30)
@@ -117,3 +119,19 @@ def test_an_out_of_band_edit_is_not_retried_it_waits_for_a_person() -> None:
 
 def test_a_pending_rollout_is_due_now() -> None:
     assert due({}, AIRolloutStatus(), 7) == T0 + timedelta(seconds=7)
+
+
+def test_a_late_analysis_is_said_in_status_and_cleared_when_analyses_are_on_time_again() -> None:
+    spec = make_spec(**GUARDED)
+    status = at_stage(spec, 1)
+    late = Observation(flag=IN_SYNC, verdicts=(verdict(Outcome.PASSED),), late="started 12.0s after it was due")
+    decision = plan(spec, status, late, T0 + timedelta(seconds=3), 1)
+    (condition,) = [c for c in decision.status.conditions if c.type == ConditionType.ANALYSIS_ON_TIME]
+    assert (condition.status, condition.reason) == ("False", Reason.ANALYSIS_LATE)
+    assert "12.0s" in condition.message
+    on_time = Observation(flag=IN_SYNC, verdicts=(verdict(Outcome.PASSED),))
+    again = plan(spec, decision.status, on_time, T0 + timedelta(seconds=4), 1)
+    (condition,) = [c for c in again.status.conditions if c.type == ConditionType.ANALYSIS_ON_TIME]
+    assert (condition.status, condition.reason) == ("True", Reason.ANALYSIS_ON_TIME)
+    never_late = plan(spec, status, on_time, T0 + timedelta(seconds=4), 1)
+    assert not [c for c in never_late.status.conditions if c.type == ConditionType.ANALYSIS_ON_TIME]

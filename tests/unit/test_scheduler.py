@@ -27,7 +27,7 @@ class Recorder:
         self.next: dict[str, float | None] = {}
         self.hold: dict[str, asyncio.Event] = {}
 
-    async def work(self, key: str) -> float | None:
+    async def work(self, key: str, lateness: float) -> float | None:
         if key in self.running:
             self.overlaps += 1
         self.running.add(key)
@@ -148,7 +148,7 @@ async def test_a_slow_key_does_not_hold_up_the_others(
 async def test_work_that_raises_is_tried_again_and_the_queue_goes_on() -> None:
     calls: list[str] = []
 
-    async def work(key: str) -> float | None:
+    async def work(key: str, lateness: float) -> float | None:
         calls.append(key)
         if key == "bug" and calls.count("bug") == 1:
             raise RuntimeError("a bug in one rollout")

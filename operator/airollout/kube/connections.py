@@ -144,7 +144,7 @@ class ConnectionCache:
         for client in self._featbit.values():
             await client.aclose()
         for source in self._prometheus.values():
-            source.close()
+            await source.aclose()
 
     async def _read_secret(self, namespace: str, ref: SecretKeyRef, field_path: str) -> str:
         try:

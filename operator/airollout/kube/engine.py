@@ -210,7 +210,7 @@ class Engine:
 
     # -- routine work ---------------------------------------------------------------------------------
 
-    async def _work(self, uid: str) -> float | None:
+    async def _work(self, uid: str, lateness: float) -> float | None:
         tracked = self._rollouts.get(uid)
         if tracked is None or tracked.killing is not None or not self._owns(uid):
             return None
@@ -230,9 +230,16 @@ class Engine:
             status, now, tracked.flag_checked_at, timedelta(seconds=self.settings.drift_check_interval)
         )
         verdicts = await measure_due(rollout, connections, now)
+        late = None
+        if lateness > self.settings.late_after:
+            late = (
+                f"this analysis started {lateness:.1f}s after it was due: {self.scheduler.depth} rollouts are "
+                f"waiting for one of {self.settings.routine_workers} routine workers (--routine-workers), or "
+                "FeatBit and Prometheus answer slowly"
+            )
         try:
             async with self._turn(tracked, epoch):
-                decision = await act(rollout, connections, verdicts, now, read_flag=read_flag)
+                decision = await act(rollout, connections, verdicts, now, read_flag=read_flag, late=late)
                 if read_flag:
                     tracked.flag_checked_at = now
                 urgent = any(isinstance(a, RollBack) for a in decision.actions)

@@ -28,11 +28,14 @@ _log = logging.getLogger(__name__)
 
 
 class Scheduler(Generic[Key]):
-    """Runs ``work(key)`` when ``key`` is due; ``work`` returns the next deadline (monotonic) or None."""
+    """Runs ``work(key, lateness)`` when ``key`` is due; ``work`` returns the next deadline (monotonic) or None.
+
+    ``lateness`` is how many seconds after its deadline a worker took the key: the rollout can say so.
+    """
 
     def __init__(
         self,
-        work: Callable[[Key], Awaitable[float | None]],
+        work: Callable[[Key, float], Awaitable[float | None]],
         *,
         workers: int,
         on_start: Callable[[float], None] = lambda lateness: None,
@@ -104,10 +107,11 @@ class Scheduler(Generic[Key]):
             key, due = await self._ready.get()
             self._queued.discard(key)
             self._running.add(key)
-            self._on_start(max(0.0, self._clock() - due))
+            lateness = max(0.0, self._clock() - due)
+            self._on_start(lateness)
             following: float | None = None
             try:
-                following = await self._work(key)
+                following = await self._work(key, lateness)
             except Exception:
                 # A bug in one rollout's work must not stop the queue; the rollout is tried again shortly.
                 _log.exception("reconciling %s failed unexpectedly", key)
