@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from airollout_testbed.featbit_double.access_tokens import AccessTokens
 from airollout_testbed.featbit_double.faults import Faults
 from airollout_testbed.featbit_double.management import ManagementApi
 from airollout_testbed.featbit_double.model import CREATE_FLAG, CREATE_SEGMENT, SEGMENT_TARGETING, JsonObject
+from airollout_testbed.featbit_double.permissions import ALL_ACTIONS, Policy
 from airollout_testbed.featbit_double.request_counts import RequestCounts
-from airollout_testbed.featbit_double.store import Actor, Environment, Kind, Store
+from airollout_testbed.featbit_double.store import Environment, Kind, Store
 from airollout_testbed.featbit_double.streaming import EvaluationServer
 from airollout_testbed.featbit_double.token import env_id_of_secret, new_access_token, new_env_secret
 
@@ -44,10 +46,11 @@ class DoubleConfig:
     """Evaluation server port (FeatBit uses 5100); 0 picks a free port."""
 
     token: str | None = None
-    """The management API access token; generated (`api-...`) when None."""
+    """The double's own management API access token, allowed everything; generated (`api-...`) when
+    None. More tokens, with narrower policies, come from `FeatBitDouble.mint_token`."""
 
     token_name: str = "airollout"
-    """The token's name, which audit entries show as `creatorName`."""
+    """The own token's name, which audit entries show as `creatorName`."""
 
     env_secret: str | None = None
     """The environment's server SDK secret; generated when None. The environment id is the one the
@@ -58,7 +61,8 @@ class DoubleConfig:
 
 
 class FeatBitDouble:
-    """A FeatBit server double: management API, SDK streaming, insight events and fault knobs."""
+    """A FeatBit server double: management API, SDK streaming, insight events, access tokens with
+    policies, and fault knobs."""
 
     def __init__(self, config: DoubleConfig | None = None) -> None:
         self.config = config or DoubleConfig()
@@ -72,13 +76,13 @@ class FeatBitDouble:
         self.env_id = str(env_id)
         self.faults = Faults()
         environment = Environment(id=self.env_id, server_secret=self.env_secret, client_secret=new_env_secret(env_id))
-        self._actor = Actor(id=str(uuid.uuid4()), name=self.config.token_name, email="Access token")
+        self._tokens = AccessTokens(self.token, self.config.token_name)
+        self._actor = self._tokens.own.actor
         self._store = Store(environment, notify=self._publish)
         self._evaluation = EvaluationServer(self._store, environment)
         self._management = ManagementApi(
             self._store,
-            token=self.token,
-            actor=self._actor,
+            tokens=self._tokens,
             faults=self.faults,
             timeout_hold=self.config.timeout_hold,
             reset=self._reset_on_loop,
@@ -175,11 +179,13 @@ class FeatBitDouble:
 
     def _clear_state(self) -> None:
         self._store.reset()
+        self._tokens.reset()
         self.faults.clear()
         self._evaluation.clear_records()
 
     def reset(self) -> None:
-        """Forget flags, segments, audit log, insights and faults; keep the token, env and ports.
+        """Forget flags, segments, audit log, insights, faults and minted tokens; keep the own token
+        (allowed everything again), the environment and the ports.
 
         Held requests are answered and SDK connections dropped, so nothing from before leaks in.
         """
@@ -189,6 +195,18 @@ class FeatBitDouble:
     def drop_streaming_connections(self) -> None:
         """Close every SDK connection as a restarting server would; the SDKs reconnect and resync."""
         self._on_loop(self._evaluation.drop_connections)
+
+    # ---- access tokens -----------------------------------------------------------------------
+
+    def mint_token(self, name: str, *, allow: Iterable[str] = (ALL_ACTIONS,), deny: Iterable[str] = ()) -> str:
+        """A new access token whose policy allows `allow` but not `deny` (FeatBit permission names, or
+        `"*"` for all); a permission neither names is refused, as in FeatBit. Its writes are audited
+        under `name`. Minted tokens last until `reset()`."""
+        return self._tokens.mint(name, allow=allow, deny=deny).value
+
+    def set_token_policy(self, token: str, *, allow: Iterable[str] = (ALL_ACTIONS,), deny: Iterable[str] = ()) -> None:
+        """Replace a token's policy (the own token's too); requests from then on are checked against it."""
+        self._tokens.set_policy(token, allow=allow, deny=deny)
 
     # ---- synchronous helpers (same rules as the HTTP routes) ----------------------------------
 
@@ -246,7 +264,9 @@ class FeatBitDouble:
         segment = self._store.create_segment(CREATE_SEGMENT(body, "$"), self._actor)
         if included or excluded or rules:
             targeting = {"included": list(included), "excluded": list(excluded), "rules": list(rules)}
-            self._store.update_segment_targeting(segment["id"], SEGMENT_TARGETING(targeting, "$"), self._actor)
+            self._store.update_segment_targeting(
+                segment["id"], SEGMENT_TARGETING(targeting, "$"), self._actor, Policy()
+            )
             segment = self._store.get_segment(segment["id"])
         return segment
 

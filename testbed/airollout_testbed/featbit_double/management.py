@@ -1,17 +1,33 @@
 """The management API ("Open API") routes of FeatBit's API server, as an access token sees them.
 
 Status codes follow FeatBit's pipeline order (featbit-api.md §1.4): route match (a malformed
-GUID is a plain 404), authentication (401), the permission check (403, which is also what an
+GUID is a plain 404), authentication (401), the permission attribute (403, which is also what an
 unknown environment, or an unknown flag on a flag-scoped route, produces), model binding (400
-ProblemDetails), validation (400 codes), then the handler's own outcomes (404, 409, 422, 500).
-A few `/_double/...` admin routes let another process drive faults and resets.
+ProblemDetails), validation (400 codes), then the handler's own outcomes (404, 409, 422, 500, and
+the 403 of a targeting change whose diff needs a permission the token lacks).
+
+Which permission each route needs, as FeatBit's controllers declare it:
+
+    GET    feature-flags, feature-flags/{key}, segments, segments/{id}   CanAccessEnv
+    POST   feature-flags                                                 CreateFlag
+    PUT    feature-flags/{key}/toggle/{status}                           ToggleFlag
+    PUT    feature-flags/{key}/off-variation | variations                UpdateFlagOffVariation | UpdateFlagVariations
+    PUT    feature-flags/{key}/archive | restore                         ArchiveFlag | RestoreFlag
+    PUT    feature-flags/{key}/targeting       by diff: UpdateFlagDefaultRule, UpdateFlagTargetingRules,
+                                               UpdateFlagIndividualTargeting (nothing when nothing changes)
+    POST   segments                                                      CreateSegment
+    PUT    segments/{id}/targeting             by diff: UpdateSegmentTargetingUsers, UpdateSegmentRules
+    PATCH  feature-flags/{key}, GET audit-logs                           none (any valid token)
+    GET    /api/v1/projects                    none; lists only what CanAccessProject/CanAccessEnv allow
+
+A few `/_double/...` admin routes, for the double's own token only, let another process drive
+faults, resets and the policies of minted tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import uuid
@@ -20,6 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
+from airollout_testbed.featbit_double.access_tokens import AccessToken, AccessTokens, UnknownToken
 from airollout_testbed.featbit_double.faults import Faults
 from airollout_testbed.featbit_double.json_patch import JsonPatchError
 from airollout_testbed.featbit_double.model import (
@@ -36,9 +53,9 @@ from airollout_testbed.featbit_double.model import (
 )
 from airollout_testbed.featbit_double.responses import envelope, failure, problem
 from airollout_testbed.featbit_double.store import (
-    Actor,
     BusinessRuleViolated,
     FeatBitError,
+    Forbidden,
     InternalServerError,
     ResourceNotFound,
     RevisionConflict,
@@ -54,6 +71,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _STATUS: dict[type[FeatBitError], int] = {
     ValidationFailed: 400,
+    Forbidden: 403,
     ResourceNotFound: 404,
     RevisionConflict: 409,
     BusinessRuleViolated: 422,
@@ -61,10 +79,7 @@ _STATUS: dict[type[FeatBitError], int] = {
 }
 _ENV = "/api/v1/envs/{env_id}"
 _FLAG = _ENV + "/feature-flags/{key}"
-
-
-class _Forbidden(Exception):
-    """The permission check denied the request (403)."""
+_CALLER = web.RequestKey("caller", AccessToken)
 
 
 def _query_int(request: web.Request, name: str) -> int | None:
@@ -129,8 +144,7 @@ class ManagementApi:
         self,
         store: Store,
         *,
-        token: str,
-        actor: Actor,
+        tokens: AccessTokens,
         faults: Faults,
         timeout_hold: float,
         reset: Callable[[], Awaitable[None]],
@@ -138,8 +152,7 @@ class ManagementApi:
     ) -> None:
         self._store = store
         self._env_id = store.environment.id
-        self._token = token
-        self._actor = actor
+        self._tokens = tokens
         self._faults = faults
         self._timeout_hold = timeout_hold
         self._reset = reset
@@ -170,6 +183,8 @@ class ManagementApi:
         router.add_get("/_double/faults", self._get_faults)
         router.add_post("/_double/faults", self._set_faults)
         router.add_post("/_double/reset", self._reset_route)
+        router.add_post("/_double/tokens", self._mint_token)
+        router.add_post("/_double/tokens/policy", self._set_token_policy)
 
     async def release_held_requests(self) -> None:
         """Answer every request a timeout fault is holding; must run on the server's loop."""
@@ -185,8 +200,6 @@ class ManagementApi:
             return await handler(request)
         except FeatBitError as error:
             return failure(_STATUS[type(error)], error.codes)
-        except _Forbidden:
-            return failure(403, ["Forbidden"])
         except BindingError as error:
             return problem(error.path, error.message)
         except web.HTTPException:
@@ -215,12 +228,17 @@ class ManagementApi:
     async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/health/"):
             return await handler(request)
-        token = request.headers.get("Authorization", "")
+        value = request.headers.get("Authorization", "")
         # "Bearer ..." would go to FeatBit's portal (JWT) scheme, which the double does not serve.
-        if not token or token.startswith("Bearer ") or not hmac.compare_digest(token, self._token):
+        caller = None if not value or value.startswith("Bearer ") else self._tokens.find(value)
+        if caller is None:
             response = failure(401, ["Unauthorized"])
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
+        if request.path.startswith("/_double/") and caller.value != self._tokens.own.value:
+            # The control API is the rig's, not FeatBit's: a token under test must not widen its own policy.
+            return web.json_response({"error": "the /_double routes take the double's own token"}, status=403)
+        request[_CALLER] = caller
         return await handler(request)
 
     # ---- addressing and permission checks ----------------------------------------------------
@@ -235,16 +253,18 @@ class ManagementApi:
     def _is_own_env(self, request: web.Request) -> bool:
         return self._path_guid(request, "env_id") == self._env_id
 
-    def _permit_env(self, request: web.Request) -> None:
-        """An env-scoped permission (CanAccessEnv, CreateFlag, CreateSegment)."""
-        if not self._is_own_env(request):
-            raise _Forbidden()
+    def _permit_env(self, request: web.Request, permission: str) -> None:
+        """A permission attribute resolved at environment level (CanAccessEnv, CreateFlag, CreateSegment)."""
+        if not self._is_own_env(request) or not request[_CALLER].policy.grants(permission):
+            raise Forbidden()
 
-    def _permit_flag(self, request: web.Request) -> str:
-        """A flag-scoped permission: FeatBit denies when it cannot resolve the flag's resource."""
+    def _permit_flag(self, request: web.Request, permission: str) -> str:
+        """A flag-scoped permission attribute: FeatBit denies when it cannot resolve the flag's resource."""
         key = request.match_info["key"]
         if not self._is_own_env(request) or not self._store.has_flag(key):
-            raise _Forbidden()
+            raise Forbidden()
+        if not request[_CALLER].policy.grants(permission):
+            raise Forbidden()
         return key
 
     def _lookup_flag(self, request: web.Request) -> str:
@@ -259,10 +279,17 @@ class ManagementApi:
         return web.Response(text="Healthy")
 
     async def _projects(self, request: web.Request) -> web.Response:
-        return envelope([self._store.environment.project_view()])
+        # FeatBit filters the list by the caller's policy instead of refusing it.
+        policy = request[_CALLER].policy
+        if not policy.grants("CanAccessProject"):
+            return envelope([])
+        project = self._store.environment.project_view()
+        if not policy.grants("CanAccessEnv"):
+            project["environments"] = []
+        return envelope([project])
 
     async def _list_flags(self, request: web.Request) -> web.Response:
-        self._permit_env(request)
+        self._permit_env(request, "CanAccessEnv")
         page = self._store.list_flags(
             name=request.query.get("name"),
             tags=request.query.getall("tags", []),
@@ -274,40 +301,41 @@ class ManagementApi:
         return envelope(page)
 
     async def _get_flag(self, request: web.Request) -> web.Response:
-        self._permit_env(request)
+        self._permit_env(request, "CanAccessEnv")
         return envelope(self._store.get_flag(request.match_info["key"]))
 
     async def _create_flag(self, request: web.Request) -> web.Response:
-        self._permit_env(request)
-        return envelope(self._store.create_flag(await _body(request, CREATE_FLAG), self._actor))
+        self._permit_env(request, "CreateFlag")
+        return envelope(self._store.create_flag(await _body(request, CREATE_FLAG), request[_CALLER].actor))
 
     async def _toggle(self, request: web.Request) -> web.Response:
-        key = self._permit_flag(request)
+        key = self._permit_flag(request, "ToggleFlag")
         status = _parse_bool("status", request.match_info["status"])
         change = await _body(request, CHANGE_REQUEST, optional=True)
-        return envelope(self._store.toggle(key, status, change["comment"], self._actor))
+        return envelope(self._store.toggle(key, status, change["comment"], request[_CALLER].actor))
 
     async def _update_targeting(self, request: web.Request) -> web.Response:
         key = self._lookup_flag(request)
         update = await _body(request, UPDATE_TARGETING)
         if self._faults.take("conflicts"):
             self._store.edit_concurrently(key)
-        return envelope(self._store.update_targeting(key, update, self._actor))
+        caller = request[_CALLER]
+        return envelope(self._store.update_targeting(key, update, caller.actor, caller.policy))
 
     async def _update_off_variation(self, request: web.Request) -> web.Response:
-        key = self._permit_flag(request)
+        key = self._permit_flag(request, "UpdateFlagOffVariation")
         update = await _body(request, UPDATE_OFF_VARIATION)
-        return envelope(self._store.update_off_variation(key, update, self._actor))
+        return envelope(self._store.update_off_variation(key, update, request[_CALLER].actor))
 
     async def _update_variations(self, request: web.Request) -> web.Response:
-        key = self._permit_flag(request)
+        key = self._permit_flag(request, "UpdateFlagVariations")
         update = await _body(request, UPDATE_VARIATIONS)
-        return envelope(self._store.update_variations(key, update, self._actor))
+        return envelope(self._store.update_variations(key, update, request[_CALLER].actor))
 
     async def _set_archived(self, request: web.Request, archived: bool) -> web.Response:
-        key = self._permit_flag(request)
+        key = self._permit_flag(request, "ArchiveFlag" if archived else "RestoreFlag")
         change = await _body(request, CHANGE_REQUEST, optional=True)
-        self._store.set_archived(key, archived, change["comment"], self._actor)
+        self._store.set_archived(key, archived, change["comment"], request[_CALLER].actor)
         return envelope(True)
 
     async def _archive(self, request: web.Request) -> web.Response:
@@ -323,14 +351,14 @@ class ManagementApi:
             # FeatBit's JSON Patch deserialiser throws on anything but an array.
             raise InternalServerError()
         try:
-            self._store.patch_flag(key, operations, self._actor)
+            self._store.patch_flag(key, operations, request[_CALLER].actor)
         except JsonPatchError as error:
             # FeatBit reports a failed patch in the envelope but keeps HTTP 200.
             return failure(200, [str(error)], data=False)
         return envelope(True)
 
     async def _list_segments(self, request: web.Request) -> web.Response:
-        self._permit_env(request)
+        self._permit_env(request, "CanAccessEnv")
         page = self._store.list_segments(
             name=request.query.get("name"),
             is_archived=_query_bool(request, "isArchived") or False,
@@ -339,19 +367,20 @@ class ManagementApi:
         return envelope(page)
 
     async def _get_segment(self, request: web.Request) -> web.Response:
-        self._permit_env(request)
+        self._permit_env(request, "CanAccessEnv")
         return envelope(self._store.get_segment(self._path_guid(request, "segment_id")))
 
     async def _create_segment(self, request: web.Request) -> web.Response:
-        self._permit_env(request)
-        return envelope(self._store.create_segment(await _body(request, CREATE_SEGMENT), self._actor))
+        self._permit_env(request, "CreateSegment")
+        return envelope(self._store.create_segment(await _body(request, CREATE_SEGMENT), request[_CALLER].actor))
 
     async def _update_segment_targeting(self, request: web.Request) -> web.Response:
         # No permission attribute, and FeatBit loads the segment by id alone, ignoring envId.
         self._path_guid(request, "env_id")
         segment_id = self._path_guid(request, "segment_id")
         update = await _body(request, SEGMENT_TARGETING)
-        self._store.update_segment_targeting(segment_id, update, self._actor)
+        caller = request[_CALLER]
+        self._store.update_segment_targeting(segment_id, update, caller.actor, caller.policy)
         return envelope(True)
 
     async def _audit_logs(self, request: web.Request) -> web.Response:
@@ -379,9 +408,7 @@ class ManagementApi:
     async def _set_faults(self, request: web.Request) -> web.Response:
         """Set the knobs present in the body; `dropStreamingConnections: true` also drops SDKs."""
         try:
-            body = json.loads(await request.text() or "{}")
-            if not isinstance(body, dict):
-                raise ValueError("a JSON object of fault knobs is expected")
+            body = await _admin_body(request)
             drop = body.pop("dropStreamingConnections", False)
             if not isinstance(drop, bool):
                 raise ValueError("dropStreamingConnections is a boolean")
@@ -394,3 +421,47 @@ class ManagementApi:
     async def _reset_route(self, request: web.Request) -> web.Response:
         await self._reset()
         return web.Response(status=204)
+
+    async def _mint_token(self, request: web.Request) -> web.Response:
+        """`{"name", "allow"?, "deny"?}`: a new token; `allow` defaults to `["*"]`, `deny` to `[]`."""
+        try:
+            body = await _admin_body(request)
+            name = body.get("name")
+            if not isinstance(name, str):
+                raise ValueError("name is a string")
+            token = self._tokens.mint(name, allow=_actions(body, "allow", ["*"]), deny=_actions(body, "deny", []))
+        except ValueError as error:
+            return web.json_response({"error": str(error)}, status=400)
+        return web.json_response(token.to_json())
+
+    async def _set_token_policy(self, request: web.Request) -> web.Response:
+        """`{"token", "allow"?, "deny"?}`: replace that token's policy, from its next request on."""
+        try:
+            body = await _admin_body(request)
+            value = body.get("token")
+            if not isinstance(value, str):
+                raise ValueError("token is a string")
+            allow, deny = _actions(body, "allow", ["*"]), _actions(body, "deny", [])
+            token = self._tokens.set_policy(value, allow=allow, deny=deny)
+        except ValueError as error:
+            return web.json_response({"error": str(error)}, status=400)
+        except UnknownToken:
+            return web.json_response({"error": "no such access token"}, status=404)
+        return web.json_response(token.to_json())
+
+
+async def _admin_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.text() or "{}")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"invalid JSON: {error.msg}") from None
+    if not isinstance(body, dict):
+        raise ValueError("a JSON object is expected")
+    return body
+
+
+def _actions(body: dict[str, Any], name: str, default: list[str]) -> list[str]:
+    actions = body.get(name, default)
+    if not isinstance(actions, list) or not all(isinstance(action, str) for action in actions):
+        raise ValueError(f"{name} is a list of permission names")
+    return actions

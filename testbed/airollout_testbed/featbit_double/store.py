@@ -35,12 +35,19 @@ from airollout_testbed.featbit_double.model import (
     segment_view,
     variations_errors,
 )
+from airollout_testbed.featbit_double.permissions import (
+    Policy,
+    Uncomparable,
+    flag_targeting_permissions,
+    segment_targeting_permissions,
+)
 
 __all__ = [
     "Actor",
     "BusinessRuleViolated",
     "Environment",
     "FeatBitError",
+    "Forbidden",
     "InternalServerError",
     "Kind",
     "Notify",
@@ -72,6 +79,13 @@ class ResourceNotFound(FeatBitError):
 
     def __init__(self) -> None:
         super().__init__("ResourceNotFound")
+
+
+class Forbidden(FeatBitError):
+    """The permission check denied the request (403)."""
+
+    def __init__(self) -> None:
+        super().__init__("Forbidden")
 
 
 class RevisionConflict(FeatBitError):
@@ -175,6 +189,16 @@ class _AuditEntry:
     view: JsonObject
     keyword: str
     created_ms: int
+
+
+def _require(policy: Policy, needed: Callable[[], frozenset[str]]) -> None:
+    """FeatBit learns what a targeting change needs by diffing it; a diff that throws is a 500."""
+    try:
+        permissions = needed()
+    except Uncomparable:
+        raise InternalServerError() from None
+    if not all(policy.grants(permission) for permission in permissions):
+        raise Forbidden()
 
 
 def _page(items: list[JsonObject], page_index: int, page_size: int) -> JsonObject:
@@ -332,21 +356,15 @@ class Store:
                 return str(flag["revision"])
             return self._change_flag(key, lambda f: f.update(isEnabled=status), "Update", comment, actor)
 
-    def update_targeting(self, key: str, request: JsonObject, actor: Actor) -> str:
-        """Replace targetUsers, rules, fallthrough and exptIncludeAllTargets, checking the revision."""
+    def update_targeting(self, key: str, request: JsonObject, actor: Actor, policy: Policy) -> str:
+        """Replace targetUsers, rules, fallthrough and exptIncludeAllTargets, checking the revision,
+        then the permissions the change needs (FeatBit's order: 404, 409, 500 on a null list, 403)."""
         targeting = request["targeting"]
         with self._lock:
             flag = self._find_flag(key)
             if flag["revision"] != request["revision"]:
                 raise RevisionConflict()
-            # FeatBit diffs old and new targeting to pick the permissions it needs; that walk
-            # dereferences these collections and fails with a 500 when one is null.
-            if (
-                targeting is None
-                or any(targeting[part] is None for part in ("targetUsers", "rules", "fallthrough"))
-                or targeting["fallthrough"]["variations"] is None
-            ):
-                raise InternalServerError()
+            _require(policy, lambda: flag_targeting_permissions(flag, targeting))
             return self._change_flag(key, lambda f: f.update(targeting), "Update", request["comment"], actor)
 
     def update_off_variation(self, key: str, request: JsonObject, actor: Actor) -> str:
@@ -491,11 +509,12 @@ class Store:
             self._commit_segment(None, segment, "Create", "", actor)
             return copy.deepcopy(segment)
 
-    def update_segment_targeting(self, segment_id: str, request: JsonObject, actor: Actor) -> None:
+    def update_segment_targeting(self, segment_id: str, request: JsonObject, actor: Actor, policy: Policy) -> None:
         """Replace included/excluded/rules; flags that use the segment get a later `updatedAt`.
 
         As in FeatBit, those flags keep their revision and are not pushed: SDKs receive only the
-        segment, and each flag gets an audit entry naming the segment.
+        segment, and each flag gets an audit entry naming the segment. The change needs the
+        permissions its diff asks for (users, rules), checked once the segment is found.
         """
         if request["rules"] is None:
             # FeatBit's validator walks the rules and fails with a 500 on null.
@@ -508,6 +527,7 @@ class Store:
             updated.update(
                 included=request["included"] or [], excluded=request["excluded"] or [], rules=request["rules"]
             )
+            _require(policy, lambda: segment_targeting_permissions(segment, updated))
             self._commit_segment(segment, updated, "Update", request["comment"], actor)
             comment = f"Referenced segment '{updated['name']}' has been updated."
             for flag in [f for f in self._flags.values() if self._references(f, segment_id)]:
