@@ -78,7 +78,9 @@ class FeatBitDouble:
         environment = Environment(id=self.env_id, server_secret=self.env_secret, client_secret=new_env_secret(env_id))
         self._tokens = AccessTokens(self.token, self.config.token_name)
         self._actor = self._tokens.own.actor
-        self._store = Store(environment, notify=self._publish)
+        self._store = Store(
+            environment, notify=self._publish, audit_insert_fails=lambda: self.faults.take("audit_failures")
+        )
         self._evaluation = EvaluationServer(self._store, environment)
         self._management = ManagementApi(
             self._store,

@@ -1,8 +1,10 @@
 """Fault knobs, so reliability tests can make the double slow, failing or contended on purpose.
 
-They act on the management API only (`/api/...`), never on health or `/_double` admin routes.
-Counted faults are consumed one request at a time. Dropping streaming connections is an action,
-not a state, so it lives on `FeatBitDouble.drop_streaming_connections()` (and the admin route).
+They act on the management API only (`/api/...`), never on health or `/_double` admin routes,
+except the audit fault, which acts where FeatBit's own fails: on saving, so a write through the
+double's Python helpers meets it too. Counted faults are consumed one request (or one saved write)
+at a time. Dropping streaming connections is an action, not a state, so it lives on
+`FeatBitDouble.drop_streaming_connections()` (and the admin route).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Literal
 
 __all__ = ["Faults"]
 
-Counter = Literal["errors", "timeouts", "conflicts"]
+Counter = Literal["errors", "timeouts", "conflicts", "audit_failures"]
 
 # Python attribute -> the camelCase name used by the `/_double/faults` admin route.
 _JSON_NAMES = {
@@ -22,6 +24,7 @@ _JSON_NAMES = {
     "error_status": "errorStatus",
     "timeouts": "timeouts",
     "conflicts": "conflicts",
+    "audit_failures": "auditFailures",
 }
 
 
@@ -46,6 +49,12 @@ class Faults:
     """How many of the next `PUT .../targeting` calls find that someone else has just saved the flag:
     the flag gets a new revision, with an audit entry by another user, before the request's revision
     is checked, so the call gets 409 Conflict however fresh its revision was."""
+
+    audit_failures: int = 0
+    """How many of the next saved writes (flags or segments, any route) fail their audit-log insert
+    as FeatBit's do on PostgreSQL: the change is committed (new revision, later `updatedAt`), but the
+    request answers 500 InternalServerError, no audit entry is recorded and SDKs are not told until a
+    later change or a reconnect. A rejected or no-op request does not consume one."""
 
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 

@@ -2,8 +2,10 @@
 
 Every flag write gets a new `revision` GUID (the optimistic-concurrency token) and a strictly
 later `updatedAt`: FeatBit's SDKs keep an item only if its `updatedAt` grows (§4.5), and two
-writes inside one millisecond must still both reach them. Each write is recorded in the audit
-log and handed to `notify` so the streaming side can push it. The store is shared by the
+writes inside one millisecond must still both reach them. Each write is saved, then recorded in
+the audit log, then handed to `notify` so the streaming side can push it, in FeatBit's order: when
+the audit insert fails (a comment longer than PostgreSQL's varchar(512), or the injected fault) the
+change stays saved, the request answers 500 and no SDK hears of it. The store is shared by the
 server's event loop and by synchronous test code, so every public method takes one lock.
 """
 
@@ -44,6 +46,7 @@ from airollout_testbed.featbit_double.permissions import (
 
 __all__ = [
     "Actor",
+    "AuditInsertFails",
     "BusinessRuleViolated",
     "Environment",
     "FeatBitError",
@@ -60,6 +63,10 @@ __all__ = [
 Kind = Literal["flag", "segment"]
 Notify = Callable[[Kind, JsonObject, int], None]
 """Called under the store lock with an item as SDKs see it and its `updatedAt` in ms."""
+AuditInsertFails = Callable[[], bool]
+"""Asked once per saved write whose comment fits: True makes that write's audit insert fail."""
+
+_COMMENT_LIMIT = 512  # audit_logs.comment is varchar(512) in FeatBit's PostgreSQL schema
 
 _ORG_KEY = "airollout"
 _PROJECT_KEY, _PROJECT_NAME = "sandbox", "Sandbox"
@@ -209,9 +216,10 @@ def _page(items: list[JsonObject], page_index: int, page_size: int) -> JsonObjec
 class Store:
     """One environment's flags (by id), segments (by id) and audit log."""
 
-    def __init__(self, environment: Environment, notify: Notify) -> None:
+    def __init__(self, environment: Environment, notify: Notify, audit_insert_fails: AuditInsertFails) -> None:
         self.environment = environment
         self._notify = notify
+        self._audit_insert_fails = audit_insert_fails
         self._lock = threading.RLock()
         self._flags: dict[str, JsonObject] = {}
         self._segments: dict[str, JsonObject] = {}
@@ -238,7 +246,13 @@ class Store:
         comment: str | None,
         actor: Actor,
         ms: int,
+        *,
+        may_fail: bool,
     ) -> None:
+        """Insert the audit entry; raise as FeatBit's failing insert does, after the entity is saved."""
+        too_long = comment is not None and len(comment) > _COMMENT_LIMIT
+        if too_long or (may_fail and self._audit_insert_fails()):
+            raise InternalServerError()
         view = {
             "id": _new_guid(),
             "refId": item["id"],
@@ -281,6 +295,7 @@ class Store:
         *,
         new_revision: bool = True,
         push: bool = True,
+        audit_may_fail: bool = True,
     ) -> str:
         ms = self._tick()
         flag["updatedAt"] = _iso(ms)
@@ -290,7 +305,7 @@ class Store:
         if new_revision:
             flag["revision"] = _new_guid()
         self._flags[flag["id"]] = flag
-        self._record("FeatureFlag", flag, operation, previous, comment, actor, ms)
+        self._record("FeatureFlag", flag, operation, previous, comment, actor, ms, may_fail=audit_may_fail)
         if push:
             self._notify("flag", sdk_flag(flag), ms)
         return str(flag["revision"])
@@ -340,13 +355,14 @@ class Store:
         comment: str | None,
         actor: Actor,
         expected_revision: str | None = None,
+        audit_may_fail: bool = True,
     ) -> str:
         flag = self._find_flag(key)
         if expected_revision is not None and flag["revision"] != expected_revision:
             raise RevisionConflict()
         updated = copy.deepcopy(flag)
         change(updated)
-        return self._commit_flag(flag, updated, operation, comment, actor)
+        return self._commit_flag(flag, updated, operation, comment, actor, audit_may_fail=audit_may_fail)
 
     def toggle(self, key: str, status: bool, comment: str | None, actor: Actor) -> str:
         """Returns the revision; a flag already in that state is left alone, with no audit entry."""
@@ -416,7 +432,9 @@ class Store:
     def edit_concurrently(self, key: str) -> None:
         """Simulate another writer saving the flag: a new revision, an audit entry and a push."""
         with self._lock:
-            self._change_flag(key, lambda f: None, "Update", "Edited concurrently by another user", _OTHER_WRITER)
+            # Another request's write: the audit fault is meant for the request under test.
+            comment = "Edited concurrently by another user"
+            self._change_flag(key, lambda f: None, "Update", comment, _OTHER_WRITER, audit_may_fail=False)
 
     def list_flags(
         self,
@@ -473,7 +491,7 @@ class Store:
         if previous is None:
             segment["createdAt"] = segment["updatedAt"]
         self._segments[segment["id"]] = segment
-        self._record("Segment", segment, operation, previous, comment, actor, ms)
+        self._record("Segment", segment, operation, previous, comment, actor, ms, may_fail=True)
         if self._in_scope(segment):
             self._notify("segment", sdk_segment(segment), ms)
 
