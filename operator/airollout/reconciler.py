@@ -246,12 +246,16 @@ async def apply_stage(flags: FlagService, spec: AIRolloutSpec, index: int, comme
     """Make FeatBit serve stage ``index``; a no-op write when it already does. Returns the revision."""
     target = exposure(spec, index, await _segment_ids(flags, spec))
     flag_ref = spec.flag
-    flag = await flags.get_flag(flag_ref.env_id, flag_ref.key)
-    _check_kill_switch_serves_control(flag, spec)
-    revision = await flags.write_targeting(
-        flag_ref.env_id, flag_ref.key, lambda current: _targeting(spec, current, target), comment=comment
-    )
-    if not flag.get("isEnabled"):
+    enabled: list[bool] = []
+
+    def derive(current: dict[str, Any]) -> dict[str, Any]:
+        # Checked on the flag as read for the write itself: one read per stage write, not two.
+        _check_kill_switch_serves_control(current, spec)
+        enabled[:] = [bool(current.get("isEnabled"))]
+        return _targeting(spec, current, target)
+
+    revision = await flags.write_targeting(flag_ref.env_id, flag_ref.key, derive, comment=comment)
+    if enabled != [True]:
         revision = await flags.toggle(flag_ref.env_id, flag_ref.key, True, comment=comment)
     return revision
 
