@@ -44,7 +44,7 @@ from airollout.planner import (
     plan,
     plan_failure,
 )
-from airollout.reasons import Reason
+from airollout.reasons import ConditionType, Reason
 
 
 class FlagService(Protocol):
@@ -52,7 +52,9 @@ class FlagService(Protocol):
 
     async def get_flag(self, env_id: str, key: str) -> dict[str, Any]: ...
 
-    async def write_targeting(self, env_id: str, key: str, derive: Any, *, comment: str) -> str: ...
+    async def write_targeting(
+        self, env_id: str, key: str, derive: Any, *, comment: str, force: bool = False
+    ) -> str: ...
 
     async def toggle(self, env_id: str, key: str, enabled: bool, *, comment: str) -> str: ...
 
@@ -205,6 +207,8 @@ async def act(
     if flags is None:
         problem = connections.problem or Problem(Reason.FEATBIT_UNAVAILABLE, "no FeatBit connection")
         return plan_failure(status, problem, now, rollout.generation)
+    # After a failure FeatBit may have saved a write without telling the SDKs: write in full this time.
+    force = _featbit_failed_before(status)
     try:
         revision = None
         for action in decision.actions:
@@ -212,9 +216,10 @@ async def act(
                 f"AIRollout {rollout.ref} {action.comment}{f' [{connections.writer}]' if connections.writer else ''}"
             )
             if isinstance(action, ApplyStage):
-                revision = await apply_stage(flags, spec, action.index, comment)
+                revision = await apply_stage(flags, spec, action.index, comment, force=force)
             elif isinstance(action, RollBack):
-                revision = await roll_back(connections.lane or flags, spec, comment, already_off=flag_off_revision)
+                lane = connections.lane or flags
+                revision = await roll_back(lane, spec, comment, already_off=flag_off_revision, force=force)
     except FeatBitError as error:
         return plan_failure(status, problem_of(error), now, rollout.generation)
     except _Misconfigured as error:
@@ -242,8 +247,11 @@ def exposure(spec: AIRolloutSpec, index: int, segment_ids: Mapping[str, str]) ->
     )
 
 
-async def apply_stage(flags: FlagService, spec: AIRolloutSpec, index: int, comment: str) -> str:
-    """Make FeatBit serve stage ``index``; a no-op write when it already does. Returns the revision."""
+async def apply_stage(flags: FlagService, spec: AIRolloutSpec, index: int, comment: str, *, force: bool = False) -> str:
+    """Make FeatBit serve stage ``index``; a no-op write when it already does, unless ``force``.
+
+    Returns the revision.
+    """
     target = exposure(spec, index, await _segment_ids(flags, spec))
     flag_ref = spec.flag
     enabled: list[bool] = []
@@ -254,13 +262,15 @@ async def apply_stage(flags: FlagService, spec: AIRolloutSpec, index: int, comme
         enabled[:] = [bool(current.get("isEnabled"))]
         return _targeting(spec, current, target)
 
-    revision = await flags.write_targeting(flag_ref.env_id, flag_ref.key, derive, comment=comment)
+    revision = await flags.write_targeting(flag_ref.env_id, flag_ref.key, derive, comment=comment, force=force)
     if enabled != [True]:
         revision = await flags.toggle(flag_ref.env_id, flag_ref.key, True, comment=comment)
     return revision
 
 
-async def roll_back(flags: FlagService, spec: AIRolloutSpec, comment: str, *, already_off: str | None = None) -> str:
+async def roll_back(
+    flags: FlagService, spec: AIRolloutSpec, comment: str, *, already_off: str | None = None, force: bool = False
+) -> str:
     """Turn the flag off (everyone gets control at once), then reset its targeting to control.
 
     ``already_off``: the kill-switch lane turned it off already; only the targeting is left to reset.
@@ -269,7 +279,7 @@ async def roll_back(flags: FlagService, spec: AIRolloutSpec, comment: str, *, al
     revision = already_off or await flags.toggle(flag_ref.env_id, flag_ref.key, False, comment=comment)
     try:
         return await flags.write_targeting(
-            flag_ref.env_id, flag_ref.key, lambda current: _targeting(spec, current, None), comment=comment
+            flag_ref.env_id, flag_ref.key, lambda current: _targeting(spec, current, None), comment=comment, force=force
         )
     except FeatBitError:
         # The candidate is off, which is what matters: the targeting is rewritten whole by the next start.
@@ -280,6 +290,11 @@ def _targeting(spec: AIRolloutSpec, flag: Mapping[str, Any], target: Exposure | 
     """The targeting that makes ``flag`` serve ``target`` (None: control to everyone) for this rollout."""
     ref = spec.flag
     return build_targeting(flag, target, candidate=ref.candidate, control=ref.control, dispatch_key=ref.dispatch_key)
+
+
+def _featbit_failed_before(status: AIRolloutStatus) -> bool:
+    synced = next((c for c in status.conditions if c.type == ConditionType.FEATBIT_SYNCED), None)
+    return synced is not None and synced.status == "False" and synced.reason == Reason.FEATBIT_UNAVAILABLE
 
 
 def problem_of(error: FeatBitError) -> Problem:

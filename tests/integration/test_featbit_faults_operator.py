@@ -175,15 +175,6 @@ def test_a_stage_write_featbit_saved_but_answered_500_for_is_entered_once_and_in
     assert entered_stages(status) == ["canary", "ramp-50", "full"], status["history"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "FeatBitClient (operator/airollout/featbit/client.py) retries the 500: the targeting PUT then gets 409 for "
-        "its stale revision and write_targeting, finding the targeting already equal, skips it; the switch-on finds "
-        "the flag already on and returns. Nothing re-sends a change FeatBit saved but never published, so SDKs keep "
-        "serving what they had while status claims the stage"
-    ),
-)
 @pytest.mark.parametrize(
     ("lost", "stages", "claimed", "share"),
     [

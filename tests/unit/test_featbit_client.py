@@ -421,3 +421,51 @@ def test_a_token_a_header_cannot_carry_is_refused_without_echoing_it(token: str)
 def test_the_base_url_must_be_http(url: str) -> None:
     with pytest.raises(ValueError, match="http"):
         FeatBitClient(url, TOKEN)
+
+
+CANARY_25 = {
+    **{part: FLAG[part] for part in ("targetUsers", "rules", "exptIncludeAllTargets")},
+    "fallthrough": {
+        "dispatchKey": "keyId",
+        "includedInExpt": True,
+        "variations": [
+            {"id": "canary", "rollout": [0, 0.25], "exptRollout": 1},
+            {"id": "stable", "rollout": [0.25, 1], "exptRollout": 1},
+        ],
+    },
+}
+
+
+async def test_a_write_saved_behind_a_500_is_written_again_so_sdks_hear_of_it() -> None:
+    # FeatBit saved the first PUT, failed its audit insert and answered 500; the retry meets 409, and the
+    # re-read flag already carries the change. Skipping the write now would leave SDKs on the old targeting.
+    saved = {**FLAG, **CANARY_25, "revision": "rev-2"}
+    recorder = _Recorder(_sequence(_ok(FLAG), httpx.Response(500), _failed(409, "Conflict"), _ok(saved), _ok("rev-3")))
+    async with recorder.client() as client:
+        revision = await client.write_targeting(ENV, "checkout-ai", lambda _: CANARY_25, comment="stage 25%")
+    assert revision == "rev-3"
+    assert recorder.paths == [f"GET {FLAG_PATH}"] + [f"PUT {FLAG_PATH}/targeting"] * 2 + [
+        f"GET {FLAG_PATH}",
+        f"PUT {FLAG_PATH}/targeting",
+    ]
+    assert json.loads(recorder.requests[-1].content)["revision"] == "rev-2"
+
+
+async def test_a_kill_switch_saved_behind_a_500_is_published_again_as_stored() -> None:
+    off = {**FLAG, "isEnabled": False, "revision": "rev-2"}
+    recorder = _Recorder(_sequence(httpx.Response(500), _ok("rev-2"), _ok(off), _ok("rev-3")))
+    async with recorder.client() as client:
+        revision = await client.toggle(ENV, "checkout-ai", False, comment="kill switch")
+    assert revision == "rev-3"
+    assert recorder.paths[-1] == f"PUT {FLAG_PATH}/targeting"
+    republished = json.loads(recorder.requests[-1].content)
+    assert republished["targeting"] == {
+        part: FLAG[part] for part in ("targetUsers", "rules", "fallthrough", "exptIncludeAllTargets")
+    }
+
+
+async def test_a_clean_write_of_what_is_already_there_sends_nothing() -> None:
+    recorder = _Recorder(_sequence(_ok({**FLAG, **CANARY_25})))
+    async with recorder.client() as client:
+        assert await client.write_targeting(ENV, "checkout-ai", lambda _: CANARY_25, comment="again") == "rev-1"
+    assert recorder.paths == [f"GET {FLAG_PATH}"]

@@ -147,7 +147,14 @@ class FeatBitClient:
         return _object(await self._request("GET", _flag_path(env_id, key), call), call)
 
     async def put_targeting(
-        self, env_id: str, key: str, *, revision: str, targeting: Mapping[str, Any], comment: str
+        self,
+        env_id: str,
+        key: str,
+        *,
+        revision: str,
+        targeting: Mapping[str, Any],
+        comment: str,
+        uncertain: list[str] | None = None,
     ) -> str:
         """Replace the flag's targeting if it is still at `revision`; return the new revision.
 
@@ -166,7 +173,8 @@ class FeatBitClient:
             hides_missing_flag=False,
         )
         body = {"revision": revision, "targeting": dict(targeting), "comment": _comment(comment)}
-        return str(await self._request("PUT", _flag_path(env_id, key, "/targeting"), call, json=body))
+        path = _flag_path(env_id, key, "/targeting")
+        return str(await self._request("PUT", path, call, json=body, uncertain=uncertain))
 
     async def write_targeting(
         self,
@@ -176,13 +184,16 @@ class FeatBitClient:
         *,
         comment: str,
         max_conflicts: int = 3,
+        force: bool = False,
     ) -> str:
         """Read the flag, derive its targeting from what was read, write it; return the flag's revision.
 
         On a 409 the flag is read again and the targeting derived again from the fresh flag, so a change
         someone made in the meantime is built upon, not overwritten. After `max_conflicts` conflicts in a
         row, `RevisionConflict` is raised. When the derived targeting equals the flag's current one nothing
-        is written, so repeating a stage costs one read and leaves no noise in FeatBit's audit log.
+        is written, so repeating a stage costs one read and leaves no noise in FeatBit's audit log, unless
+        ``force``, or unless an attempt failed in a way that may have saved the change without publishing
+        it (see `republish`).
         """
         _comment(comment)
         if max_conflicts < 0:
@@ -198,11 +209,16 @@ class FeatBitClient:
                     f"flag {key!r} in environment {env_id} has no revision: FeatBit 5.3.3 or later is needed "
                     "to update targeting"
                 )
-            if targeting_of(flag) == targeting_of(targeting):
+            if targeting_of(flag) == targeting_of(targeting) and not force:
                 return revision
+            uncertain: list[str] = []
             try:
-                return await self.put_targeting(env_id, key, revision=revision, targeting=targeting, comment=comment)
+                return await self.put_targeting(
+                    env_id, key, revision=revision, targeting=targeting, comment=comment, uncertain=uncertain
+                )
             except RevisionConflict:
+                # A 409 after a 5xx is most likely our own write, saved but perhaps never sent to SDKs.
+                force = force or bool(uncertain)
                 logger.info("Flag %r changed while its targeting was being written; reading it again.", key)
         raise RevisionConflict(
             f"flag {key!r} in environment {env_id} changed {max_conflicts + 1} times in a row while its "
@@ -215,14 +231,18 @@ class FeatBitClient:
         """Switch the flag on or off (the kill switch); return its revision.
 
         FeatBit answers 403 both for a missing ToggleFlag permission and for an unknown flag, so a 403 is
-        followed by one read of the flag to tell which.
+        followed by one read of the flag to tell which. When an attempt failed in a way that may have
+        saved the switch without publishing it, the flag is published again (`republish`) before this
+        returns: a switch the SDKs never heard of is no switch.
         """
         state = "true" if enabled else "false"
         verb = f"switch {'on' if enabled else 'off'}"
         call = _flag_call(verb, env_id, key, "ToggleFlag", hides_missing_flag=True)
         path = _flag_path(env_id, key, f"/toggle/{state}")
+        uncertain: list[str] = []
         try:
-            return str(await self._request("PUT", path, call, json={"comment": _comment(comment)}))
+            body = {"comment": _comment(comment)}
+            revision = str(await self._request("PUT", path, call, json=body, uncertain=uncertain))
         except PermissionDenied as denied:
             try:
                 await self.get_flag(env_id, key)
@@ -240,6 +260,20 @@ class FeatBitClient:
                 status=403,
                 codes=denied.codes,
             ) from denied
+        if uncertain:
+            return await self.republish(env_id, key, comment=comment)
+        return revision
+
+    async def republish(self, env_id: str, key: str, *, comment: str) -> str:
+        """Write the flag's targeting back unchanged, so FeatBit sends the flag as stored to every SDK.
+
+        FeatBit saves a change before it records the audit entry and pushes the change to SDKs; when the
+        audit insert fails it answers 500, the change stays saved and is never pushed. A retry then finds
+        the change already made (a toggle to the state it is in is a no-op, a targeting write a 409) and
+        would leave SDKs serving the old state. An unchanged targeting write needs no permission beyond
+        the token's access to the environment, and is saved and pushed like any other.
+        """
+        return await self.write_targeting(env_id, key, _stored_targeting, comment=comment, force=True)
 
     async def resolve_segments(self, env_id: str, keys: Sequence[str]) -> dict[str, str]:
         """Map segment keys (ids are accepted too) to segment ids, in the order given.
@@ -364,8 +398,13 @@ class FeatBitClient:
         *,
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
+        uncertain: list[str] | None = None,
     ) -> Any:
-        """Send one logical request, retrying transient failures; return the envelope's `data`."""
+        """Send one logical request, retrying transient failures; return the envelope's `data`.
+
+        ``uncertain`` collects the failures after which FeatBit may have acted all the same (a 5xx, a
+        timeout): a write that succeeds on a retry may then need publishing again.
+        """
         for attempt in range(1, self._max_attempts + 1):
             try:
                 response = await self._http.request(method, path, json=json, params=params)
@@ -378,6 +417,8 @@ class FeatBitClient:
                 if response.status_code < 500:
                     return self._unwrap(response, call)
                 failure = f"HTTP {response.status_code}{self._detail(response)}"
+            if uncertain is not None:
+                uncertain.append(failure)
             if attempt == self._max_attempts:
                 raise FeatBitUnavailable(
                     f"could not {call.action}: FeatBit at {self._base_url} kept failing "
@@ -472,6 +513,16 @@ class FeatBitClient:
     def _redact(self, text: str) -> str:
         # Bodies and transport errors are not ours: mask the token in case one echoes the request.
         return text.replace(self._http.headers["Authorization"], "***")
+
+
+def _stored_targeting(flag: Mapping[str, Any]) -> dict[str, Any]:
+    """The flag's four targeting parts exactly as FeatBit stores them (null lists as empty ones)."""
+    targeting = {part: flag.get(part) for part in _TARGETING_KEYS}
+    targeting["targetUsers"] = targeting["targetUsers"] or []
+    targeting["rules"] = targeting["rules"] or []
+    if targeting["exptIncludeAllTargets"] is None:
+        targeting["exptIncludeAllTargets"] = True
+    return targeting
 
 
 def _envelope(response: httpx.Response) -> dict[str, Any] | None:

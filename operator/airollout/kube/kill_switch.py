@@ -43,15 +43,22 @@ class KillSwitchLane:
     ) -> str:
         """Switch the flag off; return the revision FeatBit acknowledged. Cancel the task to give up."""
         attempt = 0
+        maybe_unpublished = False
         while True:
             attempt += 1
             try:
                 client = await self.connections.featbit(namespace, target.featbit)
-                return await client.toggle(target.flag.env_id, target.flag.key, False, comment=comment)
+                revision = await client.toggle(target.flag.env_id, target.flag.key, False, comment=comment)
+                if maybe_unpublished:
+                    # An earlier attempt may have switched the flag off without FeatBit telling the SDKs:
+                    # this one then found it off already. Publish the flag as stored.
+                    revision = await client.republish(target.flag.env_id, target.flag.key, comment=comment)
+                return revision
             except (FeatBitError, SecretUnavailable, EndpointInvalid) as error:
                 if isinstance(error, InvalidToken):
                     self.connections.forget_token(namespace, target.featbit)
                 transient = isinstance(error, FeatBitUnavailable)
+                maybe_unpublished = maybe_unpublished or transient
                 cap = self._backoff_cap if transient else self._slow_backoff_cap
                 delay = min(cap, _FIRST_BACKOFF * 2 ** min(attempt, 16)) * (0.5 + random.random() / 2)
                 _log.warning(
@@ -80,8 +87,8 @@ class _LaneFlags:
     async def get_flag(self, env_id: str, key: str) -> dict[str, Any]:
         return await self._client.get_flag(env_id, key)
 
-    async def write_targeting(self, env_id: str, key: str, derive: Any, *, comment: str) -> str:
-        return await self._client.write_targeting(env_id, key, derive, comment=comment)
+    async def write_targeting(self, env_id: str, key: str, derive: Any, *, comment: str, force: bool = False) -> str:
+        return await self._client.write_targeting(env_id, key, derive, comment=comment, force=force)
 
     async def toggle(self, env_id: str, key: str, enabled: bool, *, comment: str) -> str:
         if enabled:
