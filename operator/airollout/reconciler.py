@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -163,16 +163,16 @@ async def act(
     status = parse_status(rollout.status)
     spec, invalid = parse_spec(rollout.spec)
     kill = kill_request(rollout.spec, rollout.verb, rollout.actor)
+    asked = Observation(
+        verb=rollout.verb,
+        actor=rollout.actor,
+        verb_key=rollout.verb_key,
+        kill=kill,
+        late=late,
+        flag_off_revision=flag_off_revision,
+    )
     if spec is None:
-        observation = Observation(
-            invalid_spec=invalid,
-            kill=kill,
-            verb=rollout.verb,
-            actor=rollout.actor,
-            verb_key=rollout.verb_key,
-            flag_off_revision=flag_off_revision,
-        )
-        decision = plan(_placeholder_spec(), status, observation, now, rollout.generation)
+        decision = plan(_placeholder_spec(), status, replace(asked, invalid_spec=invalid), now, rollout.generation)
         if any(isinstance(a, RollBack) for a in decision.actions) and flag_off_revision is None:
             # Only the kill-switch lane can turn off a flag whose spec does not parse, and it has not yet.
             waiting = Problem(Reason.FEATBIT_UNAVAILABLE, "the kill switch is not acknowledged by FeatBit yet")
@@ -189,18 +189,7 @@ async def act(
             problem = problem_of(error)
         except _Misconfigured as error:
             problem = Problem(Reason.FLAG_MISCONFIGURED, str(error))
-    observation = Observation(
-        flag=flag_view,
-        problem=problem,
-        verdicts=verdicts,
-        verb=rollout.verb,
-        actor=rollout.actor,
-        verb_key=rollout.verb_key,
-        kill=kill,
-        late=late,
-        flag_off_revision=flag_off_revision,
-    )
-
+    observation = replace(asked, flag=flag_view, problem=problem, verdicts=verdicts)
     decision = plan(spec, status, observation, now, rollout.generation)
     if not decision.actions:
         return decision
