@@ -129,10 +129,6 @@ class Engine:
             self._work, workers=settings.routine_workers, on_start=metrics.SCHEDULER_LATENESS.observe
         )
 
-    @property
-    def tracked(self) -> int:
-        return len(self._rollouts)
-
     async def run(self) -> None:
         """Work until cancelled."""
         await self.scheduler.run()
