@@ -2,11 +2,11 @@
 
 Two ways to pull the switch are measured with kubectl, as a user pulls it: `kubectl patch ...
 spec.killSwitch=true` and the abort verb `kubectl annotate ... airollout.dev/action=abort`. Either should reach
-FeatBit through the operator's event handler (its fast path) without waiting for the next timer tick. kubectl
-is a process of its own, whose start and exit take longer than the operator needs, so the patch is also sent
-from Python straight to the apiserver: the moment its answer arrives is the closest outside view of the
-moment the change was accepted. Each trial uses a fresh flag and a fresh AIRollout in the Progressing phase
-of a one-hour stage, so nothing but the switch can turn the flag off.
+FeatBit through the operator's kill-switch lane, started by the watch event (its fast path), without waiting for
+the rollout's next scheduled reconcile. kubectl is a process of its own, whose start and exit take longer than
+the operator needs, so the patch is also sent from Python straight to the apiserver: the moment its answer
+arrives is the closest outside view of the moment the change was accepted. Each trial uses a fresh flag and a
+fresh AIRollout in the Progressing phase of a one-hour stage, so nothing but the switch can turn the flag off.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from airollout_testbed.waiting import wait_for_async
 
 NAMESPACE = "bench"
 STAGES = [{"name": "long", "percentage": 50, "duration": "1h"}]
-FAST_PATH_COMMENT = "kill switch: candidate off"  # what the event handler's toggle says in FeatBit's audit log
+FAST_PATH_COMMENT = ", kill switch: "
+"""What the kill-switch lane's toggle says in FeatBit's audit log ("AIRollout NS/NAME generation G, kill switch:
+spec.killSwitch is true"); a rollback decided on a tick says ", rollback: ..." instead."""
 
 Pull = Callable[[str], tuple[float, float]]
 """Pulls the switch of the named AIRollout; returns the wall clock when asked and when answered."""
@@ -39,7 +41,7 @@ class _Landing:
     from_invoked: float
     from_returned: float
     fast_path: bool
-    """Whether the event handler's toggle switched the flag off (rather than the timer's rollback)."""
+    """Whether the kill-switch lane's toggle switched the flag off (rather than a rollback decided on a tick)."""
 
 
 def _kubectl(stack: Stack, *args: str) -> Pull:
@@ -128,7 +130,7 @@ def main() -> int:
         report("   invoked -> toggle landed", [landing.from_invoked for landing in landings])
         report("   returned -> toggle landed", [landing.from_returned for landing in landings])
         fast = sum(landing.fast_path for landing in landings)
-        print(f"   switched off by the event handler (fast path): {fast} of {len(landings)}; the rest by the timer")
+        print(f"   switched off by the kill-switch lane (fast path): {fast} of {len(landings)}; the rest on a tick")
     return 0
 
 
