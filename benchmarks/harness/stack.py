@@ -1,7 +1,8 @@
 """The real stack the benchmarks measure, started in a temporary directory and always torn down.
 
 The same pieces a user runs: the sandbox of `airollout sandbox up` (or only its FeatBit double), kubectl,
-the operator as `airollout run` in its own process (the rig's `OperatorProcess`), and FeatBit's own SDK.
+the operator as `airollout run` in its own process (the rig's `OperatorProcess`), FeatBit's own SDK, and the
+demo's synthetic AI service as a workload for Prometheus to scrape.
 Anything that fails while setting up raises `SetupFailed`, or `TimedOut` when what it waited for never came,
 so a broken stack ends a benchmark with a non-zero exit rather than a figure.
 """
@@ -12,7 +13,9 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 from fbclient import FBClient
 from fbclient.config import Config, WebSocketConfig
 from fbclient.event_processor import NullEventProcessor
@@ -27,8 +31,9 @@ from fbclient.event_processor import NullEventProcessor
 from airollout.featbit import FeatBitClient
 from airollout_testbed.harness import OperatorProcess, install_crd, rollout_manifest
 from airollout_testbed.sandbox import environment, processes
+from airollout_testbed.sandbox.prometheus import add_scrape_target
 from airollout_testbed.sandbox.tools import missing_tools, tool
-from airollout_testbed.waiting import wait_for_async
+from airollout_testbed.waiting import wait_for, wait_for_async
 
 __all__ = [
     "AUDIT_POLL_SECONDS",
@@ -93,9 +98,50 @@ class Stack:
         phase: str | None = (rollout.get("status") or {}).get("phase")
         return phase
 
-    def operator(self) -> OperatorProcess:
-        """`airollout run` against this stack's apiserver, recorded with the sandbox so its teardown stops it."""
-        return OperatorProcess(self.dir, self.env["KUBECONFIG"])
+    def operator(self, *args: str, name: str = "operator") -> OperatorProcess:
+        """`airollout run ARGS` against this stack's apiserver, recorded with the sandbox as ``name`` so its
+        teardown stops it."""
+        return OperatorProcess(self.dir, self.env["KUBECONFIG"], *args, name=name)
+
+    def custom_objects(self) -> kubernetes.client.CustomObjectsApi:
+        """The Kubernetes client's API for AIRollouts, on this stack's apiserver with the sandbox's admin
+        credentials: for what a benchmark writes or lists in bulk, where one kubectl per call would cost more
+        than what is measured."""
+        return kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(self.env["KUBECONFIG"]))
+
+    def ai_service(self, job: str, flag: str, *, rps: float) -> str:
+        """The demo's synthetic AI service as a sandbox process (stopped with the sandbox), its variants decided
+        by FeatBit's SDK on ``flag``, scraped by the sandbox Prometheus as ``job``; returns its URL."""
+        port = processes.free_port()
+        started = processes.start(
+            self.dir,
+            job,
+            [
+                sys.executable, "-m", "airollout_testbed.demo.ai_service", "--port", str(port), "--flag", flag,
+                "--env-secret", self.env["FEATBIT_ENV_SECRET"], "--eval-url", self.env["FEATBIT_EVAL_URL"],
+                "--streaming-url", self.streaming_url, "--websocket-timeout", "1", "--rps", f"{rps:g}",
+            ],
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        wait_for(
+            f"the AI service {job} to answer /healthz",
+            lambda: _answers(f"{url}/healthz"),
+            timeout=60,
+            interval=0.1,
+            running=lambda: processes.is_running(started),
+            log=started.log,
+        )
+        add_scrape_target(self.dir, job, f"127.0.0.1:{port}")
+        return url
+
+    def featbit_requests(self) -> dict[str, Any]:
+        """The requests the FeatBit double has answered since it started, by method and by route."""
+        request = urllib.request.Request(
+            f"{self.env['FEATBIT_API_URL']}/_double/requests", headers={"Authorization": self.env["FEATBIT_TOKEN"]}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            counts: dict[str, Any] = json.loads(response.read())
+            return counts
 
     def rollout(self, namespace: str, name: str, flag: str, **spec: Any) -> dict[str, Any]:
         """An AIRollout of ``flag`` (made by `create_flag`) on this stack's FeatBit, with the given spec fields."""
@@ -140,6 +186,14 @@ def _switches_off(entry: Mapping[str, Any]) -> bool:
     change = entry.get("dataChange") or {}
     before, after = (json.loads(change.get(side) or "{}") for side in ("previous", "current"))
     return before.get("isEnabled") is True and after.get("isEnabled") is False
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def epoch(iso: str) -> float:
