@@ -169,6 +169,26 @@ def analysis_due(spec: AIRolloutSpec, status: AIRolloutStatus, now: datetime) ->
     return end is not None and now >= end > last
 
 
+def analysis_tick(spec: AIRolloutSpec, status: AIRolloutStatus, now: datetime) -> datetime | None:
+    """The grid tick a due analysis evaluates at, or None when it must see now.
+
+    A routine analysis evaluates at its tick, as every rollout with the same interval does, so they ask
+    Prometheus the same question and share one answer however long the queue takes to reach them. The
+    first analysis of a stage and the one at its bake end evaluate now: they decide the stage.
+    """
+    last = status.last_analysis_at
+    if last is None or (status.stage_started_at and last < status.stage_started_at):
+        return None
+    end = bake_end(spec, status)
+    if end is not None and now >= end > last:
+        return None
+    step = parse_duration(spec.analysis.interval).total_seconds()
+    if step <= 0:
+        return None
+    tick = datetime.fromtimestamp(math.floor(now.timestamp() / step) * step, tz=now.tzinfo or UTC)
+    return tick if tick > last else None
+
+
 def next_analysis_at(last: datetime, interval: timedelta) -> datetime:
     """The first tick of the interval's wall-clock grid after ``last``.
 
@@ -700,6 +720,7 @@ __all__ = [
     "RollBack",
     "Verb",
     "analysis_due",
+    "analysis_tick",
     "bake_end",
     "flag_identity",
     "granted_segments",

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -39,6 +40,7 @@ from airollout.planner import (
     Problem,
     RollBack,
     analysis_due,
+    analysis_tick,
     granted_segments,
     kill_request,
     plan,
@@ -76,10 +78,21 @@ class Rollout:
     actor: str = "operator"
     verb_key: str | None = None
     """Set when the verb was applied from a manifest (GitOps): the key that makes it run once only."""
+    known_spec: tuple[AIRolloutSpec | None, str | None] | None = None
+    """The spec already parsed (the caller's cache for this generation), so it is not parsed again."""
 
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @cached_property
+    def parsed_spec(self) -> tuple[AIRolloutSpec | None, str | None]:
+        """The spec, or why it cannot be used: see `parse_spec`."""
+        return self.known_spec or parse_spec(self.spec)
+
+    @cached_property
+    def parsed_status(self) -> AIRolloutStatus:
+        return parse_status(self.status)
 
 
 @dataclass(frozen=True)
@@ -135,13 +148,13 @@ async def reconcile(
 
 async def measure_due(rollout: Rollout, connections: Connections, now: datetime) -> tuple[GuardrailVerdict, ...] | None:
     """The guardrail verdicts when an analysis is due (never while the candidate is being turned off)."""
-    spec, _invalid = parse_spec(rollout.spec)
+    spec, _invalid = rollout.parsed_spec
     if spec is None or connections.metrics is None or kill_request(rollout.spec, rollout.verb, rollout.actor):
         return None
-    status = parse_status(rollout.status)
+    status = rollout.parsed_status
     if not analysis_due(spec, status, now):
         return None
-    return await _measure(spec, status, rollout.namespace, connections.metrics)
+    return await _measure(spec, status, rollout.namespace, connections.metrics, now)
 
 
 async def act(
@@ -160,8 +173,8 @@ async def act(
     ``flag_off_revision`` says the kill-switch lane already turned the flag off, so a rollback only has to
     record it and reset the targeting. A spec that does not parse is still switched off that way.
     """
-    status = parse_status(rollout.status)
-    spec, invalid = parse_spec(rollout.spec)
+    status = rollout.parsed_status
+    spec, invalid = rollout.parsed_spec
     kill = kill_request(rollout.spec, rollout.verb, rollout.actor)
     asked = Observation(
         verb=rollout.verb,
@@ -361,12 +374,15 @@ async def _last_change_was_ours(flags: FlagService, spec: AIRolloutSpec, flag: M
 
 
 async def _measure(
-    spec: AIRolloutSpec, status: AIRolloutStatus, namespace: str, metrics: MetricsSource
+    spec: AIRolloutSpec, status: AIRolloutStatus, namespace: str, metrics: MetricsSource, now: datetime
 ) -> tuple[GuardrailVerdict, ...]:
     variables = QueryVariables(flag=spec.flag.key, namespace=namespace, stage=status.stage_name or "")
+    tick = analysis_tick(spec, status, now)
+    at = tick.timestamp() if tick is not None else None
+    flag = spec.flag
     return tuple(
         await asyncio.gather(
-            *(measure(g, variables, metrics, spec.flag.candidate, spec.flag.control) for g in spec.guardrails)
+            *(measure(g, variables, metrics, flag.candidate, flag.control, at=at) for g in spec.guardrails)
         )
     )
 

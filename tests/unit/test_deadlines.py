@@ -7,7 +7,7 @@ from datetime import timedelta
 from airollout.deadlines import flag_check_due, next_due
 from airollout.guardrails.judging import Outcome
 from airollout.model import AIRolloutStatus, Condition, Phase
-from airollout.planner import Observation, plan
+from airollout.planner import Observation, analysis_tick, plan
 from airollout.reasons import ConditionType, Reason
 from tests.unit.test_planner import GUARDED, IN_SYNC, T0, at_stage, make_spec, verdict
 
@@ -135,3 +135,15 @@ def test_a_late_analysis_is_said_in_status_and_cleared_when_analyses_are_on_time
     assert (condition.status, condition.reason) == ("True", Reason.ANALYSIS_ON_TIME)
     never_late = plan(spec, status, on_time, T0 + timedelta(seconds=4), 1)
     assert not [c for c in never_late.status.conditions if c.type == ConditionType.ANALYSIS_ON_TIME]
+
+
+def test_a_routine_analysis_evaluates_at_its_tick_and_a_deciding_one_at_now() -> None:
+    spec = make_spec(**GUARDED)
+    baking = at_stage(spec, 0).model_copy(update={"last_analysis_at": T0 + timedelta(seconds=1)})
+    # internal bakes 30 s from T0; the 30 s grid ticks at T0+30 s, T0+60 s
+    later = at_stage(spec, 0, since=T0 - timedelta(minutes=5)).model_copy(
+        update={"last_analysis_at": T0 + timedelta(seconds=1)}
+    )
+    assert analysis_tick(spec, later, T0 + timedelta(seconds=37)) == T0 + timedelta(seconds=30)
+    assert analysis_tick(spec, baking, T0 + timedelta(seconds=31)) is None  # the bake-end analysis
+    assert analysis_tick(spec, at_stage(spec, 1), T0 + timedelta(seconds=2)) is None  # the stage's first

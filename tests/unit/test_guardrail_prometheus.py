@@ -48,7 +48,7 @@ class FakeSource:
         self.answers = answers
         self.asked: list[str] = []
 
-    async def query(self, promql: str) -> list[Sample]:
+    async def query(self, promql: str, at: float | None = None) -> list[Sample]:
         self.asked.append(promql)
         answer = self.answers[promql]
         if isinstance(answer, Exception):
@@ -130,7 +130,7 @@ async def test_both_queries_are_in_flight_at_once() -> None:
     asked = 0
 
     class Barrier:
-        async def query(self, promql: str) -> list[Sample]:
+        async def query(self, promql: str, at: float | None = None) -> list[Sample]:
             nonlocal asked
             asked += 1
             if asked == 2:

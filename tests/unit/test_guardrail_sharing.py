@@ -187,3 +187,21 @@ async def test_close_abandons_the_queries_in_flight() -> None:
 def test_settings_that_would_stall_every_query_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PrometheusSource(URL, **options)
+
+
+async def test_an_analysis_tick_is_asked_once_however_late_its_rollouts_ask() -> None:
+    asked: list[tuple[str, float]] = []
+
+    async def fetch(promql: str, at: float) -> list[Sample]:
+        asked.append((promql, at))
+        return [Sample({}, 0.01)]
+
+    clock = [1_000.0]
+    shared = SharedQueries(fetch, name="Prometheus", deadline=5, concurrency=2, share_seconds=1, clock=lambda: clock[0])
+    for late in (0.0, 1.5, 4.0, 9.9):  # a queue of a thousand rollouts takes seconds to reach the last
+        clock[0] = 1_000.0 + late
+        assert await shared.query("errors", at=990.0) == [Sample({}, 0.01)]
+    assert asked == [("errors", 990.0)]
+    assert shared.counters.shared == 3
+    await shared.query("errors")  # a stage's deciding analysis asks for now, not the tick
+    assert asked[-1] == ("errors", 1_009.0)

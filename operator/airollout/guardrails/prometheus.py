@@ -120,8 +120,8 @@ class PrometheusSource:
         """Queries issued, served from a shared answer, waiting for a slot and in flight: for metrics."""
         return self._shared.counters
 
-    async def query(self, promql: str) -> list[Sample]:
-        return await self._shared.query(promql)
+    async def query(self, promql: str, at: float | None = None) -> list[Sample]:
+        return await self._shared.query(promql, at)
 
     async def aclose(self) -> None:
         self._shared.close()
@@ -330,11 +330,13 @@ async def measure(
     candidate: str,
     control: str | None,
     limits: GuardrailLimits = DEFAULT_LIMITS,
+    at: float | None = None,
 ) -> GuardrailVerdict:
     """Measure one guardrail for the candidate (and the control, when given) and judge it.
 
-    Both queries run concurrently. If either fails, or the template cannot be rendered, the verdict is an
-    Error that quotes the cause and the rendered query: never a breach.
+    ``at`` is the Unix time to evaluate at (an analysis tick, shared by every rollout measured on it);
+    None means now. Both queries run concurrently. If either fails, or the template cannot be rendered,
+    the verdict is an Error that quotes the cause and the rendered query: never a breach.
     """
     try:
         queries = [render_query(guardrail.query, variables, candidate)]
@@ -344,7 +346,7 @@ async def measure(
         return judge_error(guardrail, f"the query template is invalid: {exc}", limits)
 
     variants = [candidate] if control is None else [candidate, control]
-    results = await asyncio.gather(*(source.query(q) for q in queries), return_exceptions=True)
+    results = await asyncio.gather(*(source.query(q, at) for q in queries), return_exceptions=True)
     measured: list[tuple[list[Sample], str]] = []
     errors: list[str] = []
     for role, variant, query, result in zip(("candidate", "control"), variants, queries, results, strict=False):

@@ -26,6 +26,9 @@ from airollout.guardrails.source import GuardrailQueryFailed
 
 __all__ = ["Fetch", "QueryCounters", "SharedQueries"]
 
+_KEPT_SECONDS = 120.0
+"""How long the answers of a past window or tick stay shared: longer than any analysis takes to run."""
+
 Fetch = Callable[[str, float], Awaitable[Sequence[Sample]]]
 """Ask the backend ``promql`` evaluated at a Unix time; raise `GuardrailQueryFailed` when it cannot answer."""
 
@@ -71,19 +74,26 @@ class SharedQueries:
         self._slots = asyncio.Semaphore(concurrency)
         self._share_seconds = share_seconds
         self._clock = clock
-        self._window = -math.inf
-        self._answers: dict[str, asyncio.Task[tuple[Sample, ...]]] = {}
+        self._answers: dict[float, dict[str, asyncio.Task[tuple[Sample, ...]]]] = {}
         self._running: set[asyncio.Task[tuple[Sample, ...]]] = set()
 
-    async def query(self, promql: str) -> list[Sample]:
-        """``promql``'s samples at the start of the current window; `GuardrailQueryFailed` when unanswered."""
-        window = math.floor(self._clock() / self._share_seconds) * self._share_seconds
-        if window != self._window:
-            # The last window's answers go; callers still awaiting one hold it themselves.
-            self._window, self._answers = window, {}
-        answer = self._answers.get(promql)
+    async def query(self, promql: str, at: float | None = None) -> list[Sample]:
+        """``promql``'s samples at Unix time ``at``, or at the start of the current window when None.
+
+        An explicit ``at`` is an analysis tick every rollout with the same interval shares: its answer is
+        shared by all who ask for that tick, however long they take to ask. `GuardrailQueryFailed` when
+        unanswered.
+        """
+        now = self._clock()
+        window = math.floor(now / self._share_seconds) * self._share_seconds if at is None else at
+        answers = self._answers.get(window)
+        if answers is None:
+            # Older windows go; callers still awaiting one of their answers hold it themselves.
+            self._answers = {w: a for w, a in self._answers.items() if w >= now - _KEPT_SECONDS}
+            answers = self._answers[window] = {}
+        answer = answers.get(promql)
         if answer is None:
-            answer = self._answers[promql] = asyncio.create_task(self._ask(promql, window))
+            answer = answers[promql] = asyncio.create_task(self._ask(promql, window))
             self._running.add(answer)
             answer.add_done_callback(self._finished)
         else:

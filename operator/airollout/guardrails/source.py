@@ -24,6 +24,7 @@ class GuardrailQueryFailed(Exception):
 class MetricsSource(Protocol):
     """Where guardrail queries are answered: Prometheus in production, anything with this method in tests."""
 
-    async def query(self, promql: str) -> list[Sample]:
-        """Run an instant query; raise `GuardrailQueryFailed` when it cannot be answered."""
+    async def query(self, promql: str, at: float | None = None) -> list[Sample]:
+        """Run an instant query at Unix time ``at`` (now when None); raise `GuardrailQueryFailed` when it
+        cannot be answered."""
         ...

@@ -39,7 +39,7 @@ from airollout.kube.kill_switch import KillSwitchLane
 from airollout.kube.scheduler import Scheduler
 from airollout.kube.shards import ShardLeases, shard_of
 from airollout.kube.verbs import verb_request
-from airollout.model import HISTORY_LIMIT, AIRolloutStatus, KillSwitchTarget, Phase
+from airollout.model import HISTORY_LIMIT, AIRolloutSpec, AIRolloutStatus, KillSwitchTarget, Phase
 from airollout.planner import (
     ACTION_ANNOTATION,
     ACTION_ID_ANNOTATION,
@@ -78,6 +78,7 @@ class _Tracked:
     epoch: int = 0
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     killing: asyncio.Task[None] | None = None
+    parsed: tuple[int, tuple[AIRolloutSpec | None, str | None]] | None = None
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -91,6 +92,10 @@ class _Tracked:
 
     def rollout(self) -> Rollout:
         request = verb_request(self.meta, self.status.get("handledAction"))
+        generation = int(self.meta.get("generation") or 0)
+        if self.parsed is None or self.parsed[0] != generation:
+            # Parsed once per generation: validating a spec (and its query templates) is not free.
+            self.parsed = (generation, parse_spec(self.body.get("spec") or {}))
         return Rollout(
             namespace=self.meta["namespace"],
             name=self.meta["name"],
@@ -100,6 +105,7 @@ class _Tracked:
             verb=request.verb if request else None,
             actor=request.actor if request else "operator",
             verb_key=request.key if request else None,
+            known_spec=self.parsed[1],
         )
 
 
@@ -212,7 +218,7 @@ class Engine:
             return None
         epoch = tracked.epoch
         rollout = tracked.rollout()
-        spec, _invalid = parse_spec(rollout.spec)
+        spec, _invalid = rollout.parsed_spec
         connections = Connections(flags=None)
         if spec is not None:
             connections = await self._routine.connections(rollout.namespace, spec)
@@ -221,7 +227,7 @@ class Engine:
                 connections = replace(connections, lane=lane, writer=self._writer)
         now = datetime.now(UTC)
         started = time.monotonic()
-        status = parse_status(rollout.status)
+        status = rollout.parsed_status
         read_flag = flag_check_due(
             status, now, tracked.flag_checked_at, timedelta(seconds=self.settings.drift_check_interval)
         )
@@ -323,7 +329,7 @@ class Engine:
         async with tracked.turn:
             rollout = tracked.rollout()
             problem = Problem(Reason.FEATBIT_UNAVAILABLE, f"kill switch not acknowledged yet, retrying: {message}")
-            decision = plan_failure(parse_status(rollout.status), problem, datetime.now(UTC), rollout.generation)
+            decision = plan_failure(rollout.parsed_status, problem, datetime.now(UTC), rollout.generation)
             if decision.entries:
                 await self._commit(tracked, rollout, decision, urgent=True)
 
@@ -334,7 +340,7 @@ class Engine:
             f"the kill switch cannot address the flag: {fields}; fix it and the kill switch engages",
         )
         async with tracked.turn:
-            decision = plan_failure(parse_status(rollout.status), problem, datetime.now(UTC), rollout.generation)
+            decision = plan_failure(rollout.parsed_status, problem, datetime.now(UTC), rollout.generation)
             failed = decision.status.model_copy(update={"phase": Phase.FAILED, "message": problem.message})
             await self._commit(tracked, rollout, replace(decision, status=failed), urgent=True)
 
