@@ -50,7 +50,7 @@ from airollout.planner import (
     plan_failure,
 )
 from airollout.reasons import WARNING_REASONS, Reason
-from airollout.reconciler import Connections, Rollout, act, measure_due, parse_spec, parse_status
+from airollout.reconciler import Connections, Rollout, act, measure_due, parse_spec
 from airollout.settings import Settings
 
 _log = logging.getLogger(__name__)
