@@ -7,10 +7,11 @@ only makes the next drift check due at once after a restart (one read per rollou
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from airollout.model import AIRolloutSpec, AIRolloutStatus, Phase, parse_duration
-from airollout.planner import analysis_due, bake_end, next_analysis_at
+from airollout.planner import analysis_due, analysis_tick, bake_end, next_analysis_at
 from airollout.reasons import ConditionType, Reason
 
 _ACTIVE = frozenset({Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED})
@@ -40,6 +41,18 @@ def flag_check_due(
     return now - flag_checked_at >= interval
 
 
+@dataclass(frozen=True, order=True)
+class Deadline:
+    """The next moment a rollout has something to do, and whether that is routine.
+
+    Routine work (an analysis tick, a drift check) may wait behind work that decides something (a bake
+    end, a start, a retry) when both fall due together.
+    """
+
+    at: datetime
+    routine: bool = False
+
+
 def next_due(
     spec: AIRolloutSpec,
     status: AIRolloutStatus,
@@ -48,7 +61,7 @@ def next_due(
     flag_checked_at: datetime | None,
     drift_interval: timedelta,
     retry_cap: timedelta,
-) -> datetime | None:
+) -> Deadline | None:
     """The next moment this rollout has something to do, or None until its resource changes.
 
     A problem with FeatBit backs off, waiting as long again as it has lasted (capped), since nothing can
@@ -60,24 +73,25 @@ def next_due(
     since = problem_since(status)
     if since is not None:
         waited = max(now - since, _MIN_RETRY)
-        return now + min(waited, retry_cap)
+        return Deadline(now + min(waited, retry_cap))
     if status.phase is Phase.PENDING:
-        return now
-    due: list[datetime] = []
+        return Deadline(now)
+    due: list[Deadline] = []
     if spec.guardrails and status.stage_index is not None:
         if analysis_due(spec, status, now):
-            due.append(now)
+            due.append(Deadline(now, routine=analysis_tick(spec, status, now) is not None))
         elif status.phase is Phase.PROGRESSING or status.pause_reason == Reason.GUARDRAIL_QUERY_FAILED:
             last = status.last_analysis_at or now
-            due.append(next_analysis_at(last, parse_duration(spec.analysis.interval)))
+            due.append(Deadline(next_analysis_at(last, parse_duration(spec.analysis.interval)), routine=True))
     if status.phase is Phase.PROGRESSING:
         end = bake_end(spec, status)
         if end is not None and end > now:
-            due.append(end)
+            due.append(Deadline(end))
         elif end is not None and not spec.guardrails:
-            due.append(now)
-        due.append(now if flag_checked_at is None else flag_checked_at + drift_interval)
+            due.append(Deadline(now))
+        drift = now if flag_checked_at is None else flag_checked_at + drift_interval
+        due.append(Deadline(drift, routine=True))
     return min(due) if due else None
 
 
-__all__ = ["flag_check_due", "next_due", "problem_since"]
+__all__ = ["Deadline", "flag_check_due", "next_due", "problem_since"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airollout.deadlines import flag_check_due, next_due
+from airollout.deadlines import Deadline, flag_check_due, next_due
 from airollout.guardrails.judging import Outcome
 from airollout.model import AIRolloutStatus, Condition, Phase
 from airollout.planner import Observation, analysis_tick, plan
@@ -20,14 +20,11 @@ def due(
 ) -> object:
     spec = make_spec(**spec_overrides)
     flag_checked_at = None if checked is None else T0 + timedelta(seconds=checked)
-    return next_due(
-        spec,
-        status,
-        T0 + timedelta(seconds=now_offset),
-        flag_checked_at=flag_checked_at,
-        drift_interval=DRIFT,
+    deadline = next_due(
+        spec, status, T0 + timedelta(seconds=now_offset), flag_checked_at=flag_checked_at, drift_interval=DRIFT,
         retry_cap=CAP,
-    )
+    )  # fmt: skip
+    return None if deadline is None else deadline.at
 
 
 def test_a_stage_without_guardrails_is_next_due_at_its_bake_end() -> None:
@@ -147,3 +144,20 @@ def test_a_routine_analysis_evaluates_at_its_tick_and_a_deciding_one_at_now() ->
     assert analysis_tick(spec, later, T0 + timedelta(seconds=37)) == T0 + timedelta(seconds=30)
     assert analysis_tick(spec, baking, T0 + timedelta(seconds=31)) is None  # the bake-end analysis
     assert analysis_tick(spec, at_stage(spec, 1), T0 + timedelta(seconds=2)) is None  # the stage's first
+
+
+def test_analysis_ticks_and_drift_checks_are_routine_a_bake_end_is_not() -> None:
+    spec = make_spec(**GUARDED)
+    ticking = at_stage(spec, 0, since=T0 - timedelta(minutes=5)).model_copy(
+        update={"last_analysis_at": T0 + timedelta(seconds=1)}
+    )
+    routine = next_due(
+        spec, ticking, T0 + timedelta(seconds=2), flag_checked_at=T0, drift_interval=DRIFT, retry_cap=CAP
+    )
+    assert routine is not None
+    assert routine.routine
+    baking = at_stage(spec, 0).model_copy(update={"last_analysis_at": T0 + timedelta(seconds=29)})
+    deciding = next_due(
+        spec, baking, T0 + timedelta(seconds=29.5), flag_checked_at=T0, drift_interval=DRIFT, retry_cap=CAP
+    )
+    assert deciding == Deadline(T0 + timedelta(seconds=30), routine=False)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from airollout.kube.scheduler import Scheduler
+from airollout.kube.scheduler import Due, Scheduler
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -24,10 +24,10 @@ class Recorder:
         self.runs: list[str] = []
         self.running: set[str] = set()
         self.overlaps = 0
-        self.next: dict[str, float | None] = {}
+        self.next: dict[str, Due | None] = {}
         self.hold: dict[str, asyncio.Event] = {}
 
-    async def work(self, key: str, lateness: float) -> float | None:
+    async def work(self, key: str, lateness: float) -> Due | None:
         if key in self.running:
             self.overlaps += 1
         self.running.add(key)
@@ -83,7 +83,7 @@ async def test_the_deadline_work_returns_is_the_next_run(
     started: Callable[..., Awaitable[tuple[Scheduler[str], Recorder]]],
 ) -> None:
     scheduler, recorder = await started()
-    recorder.next["r"] = time.monotonic() + 0.05
+    recorder.next["r"] = Due(time.monotonic() + 0.05)
     scheduler.wake("r")
     await _until(lambda: recorder.runs == ["r", "r"])
     await asyncio.sleep(0.1)
@@ -148,7 +148,7 @@ async def test_a_slow_key_does_not_hold_up_the_others(
 async def test_work_that_raises_is_tried_again_and_the_queue_goes_on() -> None:
     calls: list[str] = []
 
-    async def work(key: str, lateness: float) -> float | None:
+    async def work(key: str, lateness: float) -> Due | None:
         calls.append(key)
         if key == "bug" and calls.count("bug") == 1:
             raise RuntimeError("a bug in one rollout")
@@ -181,3 +181,20 @@ async def test_depth_counts_due_keys_waiting_for_a_worker(
     await _until(lambda: scheduler.depth == 3)
     gate.set()
     await _until(lambda: scheduler.depth == 0 and len(recorder.runs) == 4)
+
+
+async def test_deciding_work_goes_before_routine_work_due_at_the_same_time(
+    started: Callable[..., Awaitable[tuple[Scheduler[str], Recorder]]],
+) -> None:
+    scheduler, recorder = await started(workers=1)
+    gate = recorder.hold["busy"] = asyncio.Event()
+    scheduler.wake("busy")
+    await _until(lambda: "busy" in recorder.running)
+    now = time.monotonic()
+    for i in range(5):
+        scheduler.wake(f"tick-{i}", now, routine=True)  # a thousand analyses on one tick, in small
+    scheduler.wake("bake-end", now + 0.001)
+    await asyncio.sleep(0.05)
+    gate.set()
+    await _until(lambda: len(recorder.runs) == 7)
+    assert recorder.runs[1] == "bake-end"

@@ -36,7 +36,7 @@ from airollout.kube import metrics
 from airollout.kube.apiserver import ApiServer, ApiServerError
 from airollout.kube.connections import ConnectionCache
 from airollout.kube.kill_switch import KillSwitchLane
-from airollout.kube.scheduler import Scheduler
+from airollout.kube.scheduler import Due, Scheduler
 from airollout.kube.shards import ShardLeases, shard_of
 from airollout.kube.verbs import verb_request
 from airollout.model import HISTORY_LIMIT, AIRolloutSpec, AIRolloutStatus, KillSwitchTarget, Phase
@@ -212,7 +212,7 @@ class Engine:
 
     # -- routine work ---------------------------------------------------------------------------------
 
-    async def _work(self, uid: str, lateness: float) -> float | None:
+    async def _work(self, uid: str, lateness: float) -> Due | None:
         tracked = self._rollouts.get(uid)
         if tracked is None or tracked.killing is not None or not self._owns(uid):
             return None
@@ -252,7 +252,7 @@ class Engine:
         if spec is not None and any(e.reason == Reason.INVALID_TOKEN for e in decision.entries):
             self._routine.forget_token(rollout.namespace, spec.featbit)
         if not written:
-            return time.monotonic() + _WRITE_RETRY_SECONDS
+            return Due(time.monotonic() + _WRITE_RETRY_SECONDS)
         if spec is None:
             return None
         due = next_due(
@@ -265,10 +265,10 @@ class Engine:
         )
         if due is None:
             return None
-        wait = (due - datetime.now(UTC)).total_seconds()
+        wait = (due.at - datetime.now(UTC)).total_seconds()
         if wait <= 0 and decision.status == status and not decision.actions:
             wait = _IDLE_FLOOR_SECONDS  # nothing moved although something was due: never spin
-        return time.monotonic() + max(0.0, wait)
+        return Due(time.monotonic() + max(0.0, wait), routine=due.routine)
 
     @asynccontextmanager
     async def _turn(self, tracked: _Tracked, epoch: int) -> AsyncIterator[None]:
