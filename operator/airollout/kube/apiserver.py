@@ -8,6 +8,7 @@ Events are posted as `airollout`, so `kubectl describe` names the operator in it
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 import kubernetes
 
 from airollout.model import GROUP, KIND, PLURAL, VERSION
@@ -47,13 +48,11 @@ class ApiServer:
             verify.verify_mode = ssl.CERT_NONE
         if configuration.cert_file:
             verify.load_cert_chain(configuration.cert_file, configuration.key_file)
-        self._http = httpx.AsyncClient(
-            base_url=configuration.host,
-            verify=verify,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-            headers={"User-Agent": COMPONENT},
-        )
+        self._ssl = verify
+        self._base = str(configuration.host).rstrip("/")
+        self._connections = connections
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
         self._instance = socket.gethostname()
 
     @classmethod
@@ -67,7 +66,8 @@ class ApiServer:
         return cls(configuration, connections=connections)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch the status subresource."""
@@ -159,17 +159,26 @@ class ApiServer:
         authorization = self._authorization()
         if authorization:
             headers["Authorization"] = authorization
+        if self._session is None:
+            # Made on first use, inside the event loop; aiohttp is Kopf's client too, and lighter than httpx.
+            connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._ssl)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers={"User-Agent": COMPONENT}
+            )
         try:
-            response = await self._http.request(method, path, json=body, headers=headers)
-        except httpx.HTTPError as error:
+            async with self._session.request(method, self._base + path, json=body, headers=headers) as response:
+                text = await response.text()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as error:
             raise ApiServerError(f"{method} {path}: {type(error).__name__}: {error}", 0) from None
-        if response.status_code >= 400:
-            try:
-                detail = str(response.json().get("message") or response.text)
-            except ValueError:
-                detail = response.text
-            raise ApiServerError(f"{method} {path}: HTTP {response.status_code}: {detail[:500]}", response.status_code)
-        return response.json()
+        try:
+            answer = json.loads(text) if text else {}
+        except ValueError:
+            answer = None
+        if status >= 400:
+            detail = str(answer.get("message") or text) if isinstance(answer, dict) else text
+            raise ApiServerError(f"{method} {path}: HTTP {status}: {detail[:500]}", status)
+        return answer
 
     def _authorization(self) -> str | None:
         configuration = self._configuration
