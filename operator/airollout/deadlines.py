@@ -38,7 +38,7 @@ def flag_check_due(
         return False
     if flag_checked_at is None or problem_since(status) is not None:
         return True
-    return now - flag_checked_at >= interval
+    return now >= next_analysis_at(flag_checked_at, interval)
 
 
 @dataclass(frozen=True, order=True)
@@ -89,7 +89,8 @@ def next_due(
             due.append(Deadline(end))
         elif end is not None and not spec.guardrails:
             due.append(Deadline(now))
-        drift = now if flag_checked_at is None else flag_checked_at + drift_interval
+        # On the same wall-clock grid as analyses: with equal intervals one reconcile does both.
+        drift = now if flag_checked_at is None else next_analysis_at(flag_checked_at, drift_interval)
         due.append(Deadline(drift, routine=True))
     return min(due) if due else None
 

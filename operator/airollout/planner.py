@@ -637,7 +637,8 @@ def _guardrail_statuses(verdicts: Sequence[GuardrailVerdict]) -> list[GuardrailS
             statuses.append(
                 GuardrailStatus(name=verdict.guardrail, outcome=verdict.outcome.value, message=verdict.error or "")
             )
-        for s in verdict.segments:
+        # In a stable order: Prometheus returns series in any order, and a reordering is no news to write.
+        for s in sorted(verdict.segments, key=lambda judgement: judgement.segment):
             statuses.append(
                 GuardrailStatus(
                     name=s.guardrail,

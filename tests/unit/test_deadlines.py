@@ -62,9 +62,12 @@ def test_an_analysis_due_now_is_due_now() -> None:
     assert due(GUARDED, status, 3) == T0 + timedelta(seconds=3)
 
 
-def test_a_drift_check_is_due_one_interval_after_the_last_read() -> None:
+def test_a_drift_check_is_due_on_the_grid_tick_after_the_last_read() -> None:
     status = at_stage(make_spec(), 0)  # internal bakes 30s, no guardrails
-    assert due({}, status, 5, checked=-20) == T0 + timedelta(seconds=10)
+    # read at T0-20s: the next 30 s tick is T0 itself, shared with every analysis on that tick
+    assert due({}, status, -5, checked=-20) == T0
+    assert due({}, status, 5, checked=-20) == T0  # overdue: already due
+    assert due({}, status, 5, checked=1) == T0 + timedelta(seconds=30)
 
 
 def test_a_restarted_operator_checks_the_flag_once_at_once() -> None:

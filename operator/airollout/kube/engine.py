@@ -46,6 +46,7 @@ from airollout.planner import (
     Decision,
     Problem,
     RollBack,
+    analysis_tick,
     kill_request,
     plan_failure,
 )
@@ -233,7 +234,9 @@ class Engine:
         )
         verdicts = await measure_due(rollout, connections, now)
         late = None
-        if lateness > self.settings.late_after:
+        # Only an analysis that decides a stage can be late: a routine one evaluates at its own tick.
+        deciding = spec is not None and analysis_tick(spec, status, now) is None
+        if lateness > self.settings.late_after and deciding:
             late = (
                 f"this analysis started {lateness:.1f}s after it was due: {self.scheduler.depth} rollouts are "
                 f"waiting for one of {self.settings.routine_workers} routine workers (--routine-workers), or "
