@@ -51,6 +51,8 @@ class Deadline:
 
     at: datetime
     routine: bool = False
+    then: datetime | None = None
+    """For routine work: the deciding deadline after it (a bake end), should the routine run be late."""
 
 
 def next_due(
@@ -92,7 +94,11 @@ def next_due(
         # On the same wall-clock grid as analyses: with equal intervals one reconcile does both.
         drift = now if flag_checked_at is None else next_analysis_at(flag_checked_at, drift_interval)
         due.append(Deadline(drift, routine=True))
-    return min(due) if due else None
+    if not due:
+        return None
+    first = min(due)
+    deciding = [d.at for d in due if not d.routine]
+    return Deadline(first.at, first.routine, min(deciding) if first.routine and deciding else None)
 
 
 __all__ = ["Deadline", "flag_check_due", "next_due", "problem_since"]

@@ -164,3 +164,13 @@ def test_analysis_ticks_and_drift_checks_are_routine_a_bake_end_is_not() -> None
         spec, baking, T0 + timedelta(seconds=29.5), flag_checked_at=T0, drift_interval=DRIFT, retry_cap=CAP
     )
     assert deciding == Deadline(T0 + timedelta(seconds=30), routine=False)
+
+
+def test_a_routine_deadline_carries_the_bake_end_after_it() -> None:
+    fast = {**GUARDED, "analysis": {"interval": "10s"}}
+    spec = make_spec(**fast)
+    status = at_stage(spec, 0).model_copy(update={"last_analysis_at": T0 + timedelta(seconds=1)})
+    deadline = next_due(
+        spec, status, T0 + timedelta(seconds=2), flag_checked_at=T0, drift_interval=DRIFT, retry_cap=CAP
+    )
+    assert deadline == Deadline(T0 + timedelta(seconds=10), routine=True, then=T0 + timedelta(seconds=30))

@@ -198,3 +198,21 @@ async def test_deciding_work_goes_before_routine_work_due_at_the_same_time(
     gate.set()
     await _until(lambda: len(recorder.runs) == 7)
     assert recorder.runs[1] == "bake-end"
+
+
+async def test_routine_work_still_waiting_when_its_bake_end_passes_moves_ahead_of_the_queue(
+    started: Callable[..., Awaitable[tuple[Scheduler[str], Recorder]]],
+) -> None:
+    scheduler, recorder = await started(workers=1)
+    gate = recorder.hold["busy"] = asyncio.Event()
+    scheduler.wake("busy")
+    await _until(lambda: "busy" in recorder.running)
+    now = time.monotonic()
+    scheduler.wake("baking", now, routine=True, then=now + 0.02)  # its analysis tick, then its bake end
+    for i in range(5):
+        scheduler.wake(f"tick-{i}", now + 0.001, routine=True)
+    await asyncio.sleep(0.1)  # the bake end passes while everything waits behind "busy"
+    gate.set()
+    await _until(lambda: len(recorder.runs) == 7)
+    assert recorder.runs[1] == "baking"
+    assert recorder.runs.count("baking") == 1  # one run, though it was queued twice

@@ -268,10 +268,12 @@ class Engine:
         )
         if due is None:
             return None
-        wait = (due.at - datetime.now(UTC)).total_seconds()
+        clock, wall = time.monotonic(), datetime.now(UTC)
+        wait = (due.at - wall).total_seconds()
         if wait <= 0 and decision.status == status and not decision.actions:
             wait = _IDLE_FLOOR_SECONDS  # nothing moved although something was due: never spin
-        return Due(time.monotonic() + max(0.0, wait), routine=due.routine)
+        then = clock + max(0.0, (due.then - wall).total_seconds()) if due.then is not None else None
+        return Due(clock + max(0.0, wait), routine=due.routine, then=then)
 
     @asynccontextmanager
     async def _turn(self, tracked: _Tracked, epoch: int) -> AsyncIterator[None]:

@@ -36,6 +36,9 @@ class Due:
 
     at: float
     routine: bool = False
+    then: float | None = None
+    """For routine work: when deciding work falls due after it (a bake end). If the routine work is still
+    waiting for a worker then, it moves ahead as deciding work."""
 
 
 class Scheduler(Generic[Key]):
@@ -59,8 +62,10 @@ class Scheduler(Generic[Key]):
         self._clock = clock
         self._heap: list[tuple[float, int, Key]] = []
         self._deadline: dict[Key, Due] = {}
+        self._upgrade: dict[Key, float] = {}
         self._ready: asyncio.PriorityQueue[tuple[bool, float, int, Key]] = asyncio.PriorityQueue()
-        self._queued: set[Key] = set()
+        self._queued: dict[Key, int] = {}
+        """Keys waiting for a worker, with the ticket of their entry (a key may have two: routine, deciding)."""
         self._running: set[Key] = set()
         self._again: dict[Key, Due] = {}
         self._order = itertools.count()
@@ -71,25 +76,42 @@ class Scheduler(Generic[Key]):
         """Rollouts due and waiting for a worker."""
         return self._ready.qsize()
 
-    def wake(self, key: Key, at: float | None = None, *, routine: bool = False) -> None:
+    def wake(self, key: Key, at: float | None = None, *, routine: bool = False, then: float | None = None) -> None:
         """Make ``key`` due at ``at`` (now when None), unless it is already due earlier.
 
-        ``routine`` work waits behind deciding work that is due at the same time.
+        ``routine`` work waits behind deciding work that is due at the same time; ``then`` is when it
+        becomes deciding work if it is still waiting (see `Due.then`).
         """
-        due = Due(self._clock() if at is None else at, routine)
+        due = Due(self._clock() if at is None else at, routine, then if routine else None)
         if key in self._running:
             self._again[key] = min(self._again.get(key, due), due)
             return
-        current = self._deadline.get(key)
-        if key in self._queued or (current is not None and current <= due):
+        if key in self._queued:
+            if not routine:
+                self._push(key, due.at, upgrade=True)  # waiting as routine work: now it decides
             return
+        current = self._deadline.get(key)
+        if current is not None and current.at <= due.at:
+            if current.routine and not due.routine:
+                self._push(key, due.at, upgrade=True)  # the earlier routine run turns deciding then
+            return
+        if current is not None and due.routine and not current.routine:
+            due = Due(due.at, True, min(current.at, due.then if due.then is not None else current.at))
         self._deadline[key] = due
-        heapq.heappush(self._heap, (due.at, next(self._order), key))
+        self._push(key, due.at)
+        if due.then is not None:
+            self._push(key, due.then, upgrade=True)
+
+    def _push(self, key: Key, at: float, *, upgrade: bool = False) -> None:
+        if upgrade:
+            self._upgrade[key] = min(self._upgrade.get(key, at), at)
+        heapq.heappush(self._heap, (at, next(self._order), key))
         self._changed.set()
 
     def forget(self, key: Key) -> None:
         """Drop any deadline of ``key`` (a deleted rollout); a run already under way finishes."""
         self._deadline.pop(key, None)
+        self._upgrade.pop(key, None)
         self._again.pop(key, None)
 
     async def run(self) -> None:
@@ -108,11 +130,15 @@ class Scheduler(Generic[Key]):
             while self._heap and self._heap[0][0] <= now:
                 when, order, key = heapq.heappop(self._heap)
                 due = self._deadline.get(key)
-                if due is None or due.at != when:
-                    continue  # superseded by an earlier wake, or forgotten
-                del self._deadline[key]
-                self._queued.add(key)
-                self._ready.put_nowait((due.routine, when, order, key))
+                if due is not None and due.at == when:
+                    del self._deadline[key]
+                    self._queued[key] = order
+                    self._ready.put_nowait((due.routine, when, order, key))
+                elif self._upgrade.get(key) == when:
+                    del self._upgrade[key]
+                    if key in self._queued:  # still waiting behind routine work: a second, deciding entry
+                        self._ready.put_nowait((False, when, self._queued[key], key))
+                # else: superseded by an earlier wake, or forgotten
             self._changed.clear()
             timeout = self._heap[0][0] - now if self._heap else None
             with contextlib.suppress(TimeoutError):
@@ -120,8 +146,11 @@ class Scheduler(Generic[Key]):
 
     async def _worker(self) -> None:
         while True:
-            _routine, when, _order, key = await self._ready.get()
-            self._queued.discard(key)
+            _routine, when, ticket, key = await self._ready.get()
+            if self._queued.get(key) != ticket:
+                continue  # the other entry of this key was taken first
+            del self._queued[key]
+            self._upgrade.pop(key, None)
             self._running.add(key)
             lateness = max(0.0, self._clock() - when)
             self._on_start(lateness)
@@ -138,7 +167,7 @@ class Scheduler(Generic[Key]):
             if again is not None:
                 following = again if following is None else min(following, again)
             if following is not None:
-                self.wake(key, following.at, routine=following.routine)
+                self.wake(key, following.at, routine=following.routine, then=following.then)
 
 
 __all__ = ["Due", "Scheduler"]
