@@ -95,8 +95,9 @@ class Observation:
     verb: str | None = None
     actor: str = "operator"
     verb_key: str | None = None
-    """Set for a verb applied from a manifest: recorded as handled instead of removed, so GitOps re-applying
-    the same manifest does not run it again (and sees no drift)."""
+    """What identifies this verb request: recorded in status once handled, so it never runs twice."""
+    verb_declarative: bool = False
+    """Applied from a manifest: left in place once handled, so GitOps re-applying it sees no drift."""
     invalid_spec: str | None = None
     kill: KillRequest | None = None
     late: str | None = None
@@ -268,8 +269,8 @@ class _Planner:
             if self.status.phase is Phase.PROGRESSING and not self.actions and self.obs.problem is None:
                 self._maybe_advance()
         if self.consume_verb and self.obs.verb_key is not None:
-            self.consume_verb = False
             self._update(handled_action=self.obs.verb_key)
+            self.consume_verb = not self.obs.verb_declarative
         return Decision(
             status=self.status,
             actions=tuple(self.actions),

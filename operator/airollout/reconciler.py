@@ -77,7 +77,9 @@ class Rollout:
     verb: str | None = None
     actor: str = "operator"
     verb_key: str | None = None
-    """Set when the verb was applied from a manifest (GitOps): the key that makes it run once only."""
+    """What identifies this verb request, recorded in status once handled, so it never runs twice."""
+    verb_declarative: bool = False
+    """The verb came with an applied manifest (GitOps): it stays in place once handled."""
     known_spec: tuple[AIRolloutSpec | None, str | None] | None = None
     """The spec already parsed (the caller's cache for this generation), so it is not parsed again."""
 
@@ -180,6 +182,7 @@ async def act(
         verb=rollout.verb,
         actor=rollout.actor,
         verb_key=rollout.verb_key,
+        verb_declarative=rollout.verb_declarative,
         kill=kill,
         late=late,
         flag_off_revision=flag_off_revision,

@@ -12,13 +12,14 @@ from airollout.reasons import Reason
 from tests.unit.test_planner import IN_SYNC, T0, at_stage, make_spec
 
 
-def annotated_by_kubectl(verb: str) -> dict[str, Any]:
+def annotated_by_kubectl(verb: str, at: str = "2026-11-25T12:00:00Z") -> dict[str, Any]:
     return {
         "annotations": {"airollout.dev/action": verb},
         "managedFields": [
             {
                 "manager": "kubectl-annotate",
                 "operation": "Update",
+                "time": at,
                 "fieldsV1": {"f:metadata": {"f:annotations": {"f:airollout.dev/action": {}}}},
             }
         ],
@@ -42,7 +43,18 @@ def applied_from_git(verb: str, action_id: str | None = None, server_side: bool 
 def test_a_kubectl_verb_is_imperative_and_names_who_set_it() -> None:
     request = verb_request(annotated_by_kubectl("promote"), handled=None)
     assert request is not None
-    assert (request.verb, request.actor, request.key) == ("promote", "kubectl-annotate", None)
+    assert (request.verb, request.actor, request.declarative) == ("promote", "kubectl-annotate", False)
+    assert request.key == "promote@kubectl-annotate@2026-11-25T12:00:00Z"
+    assert not request.handled
+
+
+def test_a_kubectl_verb_whose_annotation_outlived_its_handling_is_seen_as_handled() -> None:
+    request = verb_request(annotated_by_kubectl("promote"), handled="promote@kubectl-annotate@2026-11-25T12:00:00Z")
+    assert request is not None
+    assert request.handled
+    again = verb_request(annotated_by_kubectl("promote", at="2026-11-25T12:00:07Z"), handled=request.key)
+    assert again is not None
+    assert not again.handled  # the same verb set again, later: a new request
 
 
 def test_a_verb_applied_from_git_is_declarative_with_its_action_id_as_key() -> None:
@@ -62,7 +74,9 @@ def test_a_handled_git_verb_is_not_seen_again_but_a_new_action_id_is() -> None:
 def test_the_planner_records_a_git_verb_instead_of_removing_it() -> None:
     spec = make_spec()
     status = at_stage(spec, 1)
-    observation = Observation(flag=IN_SYNC, verb="promote", actor="argocd-controller", verb_key="promote@c1")
+    observation = Observation(
+        flag=IN_SYNC, verb="promote", actor="argocd-controller", verb_key="promote@c1", verb_declarative=True
+    )
     decision = plan(spec, status, observation, T0, 1)
     assert not decision.consume_verb  # left in place: GitOps sees no drift
     assert decision.status.handled_action == "promote@c1"
@@ -73,8 +87,19 @@ def test_the_planner_records_a_git_verb_instead_of_removing_it() -> None:
 def test_a_rejected_git_verb_is_recorded_too_so_it_is_not_rejected_on_every_reapply() -> None:
     spec = make_spec()
     status = at_stage(spec, 1).model_copy(update={"phase": Phase.PROMOTED})
-    observation = Observation(flag=IN_SYNC, verb="pause", actor="argocd-controller", verb_key="pause")
+    observation = Observation(
+        flag=IN_SYNC, verb="pause", actor="argocd-controller", verb_key="pause", verb_declarative=True
+    )
     decision = plan(spec, status, observation, T0, 1)
     assert decision.entries[0].reason == Reason.ACTION_REJECTED
     assert decision.status.handled_action == "pause"
     assert not decision.consume_verb
+
+
+def test_the_planner_records_a_kubectl_verb_and_still_removes_it() -> None:
+    spec = make_spec()
+    key = "promote@kubectl-annotate@2026-11-25T12:00:00Z"
+    observation = Observation(flag=IN_SYNC, verb="promote", actor="kubectl-annotate", verb_key=key)
+    decision = plan(spec, at_stage(spec, 1), observation, T0, 1)
+    assert decision.consume_verb
+    assert decision.status.handled_action == key

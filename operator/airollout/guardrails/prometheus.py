@@ -96,7 +96,11 @@ class PrometheusSource:
         shown = parsed.copy_with(username=parsed.username, password=_SCRUBBED) if parsed.password else parsed
         self.url = str(shown).rstrip("/")
         """Where Prometheus is, as messages name it: without the password a URL may hold."""
-        self._endpoint = f"{str(parsed).rstrip('/')}/api/v1/query"
+        if (parsed.username or parsed.password) and "Authorization" not in sent:
+            # Sent as a Basic header rather than in the URL, which clients write into their request logs.
+            pair = f"{parsed.username}:{parsed.password}".encode()
+            sent["Authorization"] = f"Basic {base64.b64encode(pair).decode()}"
+        self._endpoint = f"{str(parsed.copy_with(username=None, password=None)).rstrip('/')}/api/v1/query"
         self._timeout = timeout
         self._limits = limits
         self._secrets = _variants(secrets)

@@ -155,10 +155,7 @@ class ApiServer:
         await self._send("POST", f"/api/v1/namespaces/{namespace}/events", body)
 
     async def _send(self, method: str, path: str, body: Any, *, content_type: str = "application/json") -> Any:
-        headers = {"Content-Type": content_type}
-        authorization = self._authorization()
-        if authorization:
-            headers["Authorization"] = authorization
+        headers = {"Content-Type": content_type, **self._credentials()}
         if self._session is None:
             # Made on first use, inside the event loop; aiohttp is Kopf's client too, and lighter than httpx.
             connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._ssl)
@@ -180,13 +177,18 @@ class ApiServer:
             raise ApiServerError(f"{method} {path}: HTTP {status}: {detail[:500]}", status)
         return answer
 
-    def _authorization(self) -> str | None:
+    def _credentials(self) -> dict[str, str]:
+        """The headers the kubeconfig's credentials call for (a bearer token: ServiceAccount, OIDC, exec)."""
         configuration = self._configuration
         # In a pod the ServiceAccount token rotates; the kubernetes client's hook reads the current one.
         if configuration.refresh_api_key_hook is not None:
             configuration.refresh_api_key_hook(configuration)
-        value: str | None = configuration.get_api_key_with_prefix("authorization")
-        return value
+        settings: dict[str, dict[str, Any]] = configuration.auth_settings()
+        return {
+            str(setting["key"]): str(setting["value"])
+            for setting in settings.values()
+            if setting.get("in") == "header" and setting.get("value")
+        }
 
 
 def _lease_path(namespace: str, name: str = "") -> str:

@@ -72,14 +72,11 @@ class ConnectionCache:
         return Connections(flags=flags, metrics=metrics)
 
     async def featbit(self, namespace: str, ref: FeatBitRef) -> FeatBitClient:
+        _usable_url(ref.url, "spec.featbit.url")
         token = await self.secret(namespace, ref.token_secret_ref, "spec.featbit.tokenSecretRef")
         key = (ref.url, token)
         client = self._featbit.get(key)
         if client is None:
-            try:
-                httpx.URL(ref.url)
-            except (httpx.InvalidURL, ValueError) as error:
-                raise EndpointInvalid(f"spec.featbit.url {ref.url[:200]!r} cannot be used: {error}") from None
             try:
                 client = FeatBitClient(
                     ref.url,
@@ -105,11 +102,11 @@ class ConnectionCache:
         for index, header in enumerate(ref.headers):
             value = await self.secret(namespace, header.value_from, f"spec.prometheus.headers[{index}].valueFrom")
             headers.append((header.name, value))
+        _usable_url(ref.url, "spec.prometheus.url")
         try:
             timeout = parse_duration(ref.timeout).total_seconds()
-            httpx.URL(ref.url)
-        except (httpx.InvalidURL, ValueError, OverflowError) as error:
-            raise EndpointInvalid(f"spec.prometheus: {error}") from None
+        except (ValueError, OverflowError) as error:
+            raise EndpointInvalid(f"spec.prometheus.timeout: {error}") from None
         key = (ref.url, bearer, tuple(headers), timeout)
         source = self._prometheus.get(key)
         if source is None:
@@ -173,6 +170,21 @@ class ConnectionCache:
                 f"Secret {namespace}/{ref.name} key {ref.key!r} ({field_path}) is not UTF-8 text: store the "
                 "credential itself, e.g. with --from-literal"
             ) from None
+
+
+def _usable_url(url: str, field_path: str) -> None:
+    """Refuse, naming the field, a URL the CRD's pattern lets through but no client can use."""
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as error:
+        raise EndpointInvalid(f"{field_path} {url[:200]!r} cannot be used: {error}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise EndpointInvalid(f"{field_path} {url[:200]!r} cannot be used: write it as http(s)://HOST[:PORT]")
+    if "%" in parsed.host:  # httpx percent-encodes what no host name may hold: "[bad", spaces
+        raise EndpointInvalid(f"{field_path} {url[:200]!r} cannot be used: {parsed.host!r} is not a host name")
+    if port is not None and not 0 < port < 65536:
+        raise EndpointInvalid(f"{field_path} {url[:200]!r} cannot be used: port {port} is not between 1 and 65535")
 
 
 __all__ = ["ClientOptions", "ConnectionCache", "EndpointInvalid", "SecretUnavailable"]

@@ -93,6 +93,8 @@ class _Tracked:
 
     def rollout(self) -> Rollout:
         request = verb_request(self.meta, self.status.get("handledAction"))
+        if request is not None and request.handled:
+            request = None  # handled before a restart; `Engine._work` removes the leftover annotation
         generation = int(self.meta.get("generation") or 0)
         if self.parsed is None or self.parsed[0] != generation:
             # Parsed once per generation: validating a spec (and its query templates) is not free.
@@ -106,6 +108,7 @@ class _Tracked:
             verb=request.verb if request else None,
             actor=request.actor if request else "operator",
             verb_key=request.key if request else None,
+            verb_declarative=request.declarative if request else False,
             known_spec=self.parsed[1],
         )
 
@@ -218,6 +221,9 @@ class Engine:
         if tracked is None or tracked.killing is not None or not self._owns(uid):
             return None
         epoch = tracked.epoch
+        leftover = verb_request(tracked.meta, tracked.status.get("handledAction"))
+        if leftover is not None and leftover.handled:
+            await self._remove_verb(tracked, leftover.verb, self._routine_api)
         rollout = tracked.rollout()
         spec, _invalid = rollout.parsed_spec
         connections = Connections(flags=None)
@@ -392,13 +398,16 @@ class Engine:
 
     async def _consume_verb(self, tracked: _Tracked, rollout: Rollout, decision: Decision, api: ApiServer) -> bool:
         if decision.consume_verb and rollout.verb is not None:
-            annotations = dict(tracked.meta.get("annotations") or {})
-            annotations.pop(ACTION_ANNOTATION, None)
-            # Seen as handled at once: the watch echo of the removal comes later.
-            tracked.body = {**tracked.body, "metadata": {**tracked.meta, "annotations": annotations}}
-            with suppress(ApiServerError):
-                await api.remove_annotation(rollout.namespace, rollout.name, ACTION_ANNOTATION, rollout.verb)
+            await self._remove_verb(tracked, rollout.verb, api)
         return True
+
+    async def _remove_verb(self, tracked: _Tracked, verb: str, api: ApiServer) -> None:
+        annotations = dict(tracked.meta.get("annotations") or {})
+        annotations.pop(ACTION_ANNOTATION, None)
+        # Seen as handled at once: the watch echo of the removal comes later.
+        tracked.body = {**tracked.body, "metadata": {**tracked.meta, "annotations": annotations}}
+        with suppress(ApiServerError):
+            await api.remove_annotation(tracked.meta["namespace"], tracked.meta["name"], ACTION_ANNOTATION, verb)
 
     def _forget(self, uid: str, meta: Mapping[str, Any]) -> None:
         tracked = self._rollouts.pop(uid, None)

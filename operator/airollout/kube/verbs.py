@@ -1,10 +1,13 @@
 """Reading a verb off an AIRollout's metadata: which verb, who set it, and whether it came from git.
 
 A verb set with `kubectl annotate` is imperative: the operator runs it and removes the annotation, so the
-same command can be given again. A verb kept in a manifest and applied by GitOps is declarative: removing
-it would make Argo CD's self-heal apply it again, and run it again. Such a verb is recorded as handled in
-status (with its `airollout.dev/action-id`, if any) and left in place; re-applying the same manifest then
-changes nothing, and a new action id runs it once more.
+same command can be given again. It is recorded as handled too (who set it, and when, as managedFields
+says), so an operator killed between running it and removing the annotation does not run it twice.
+
+A verb kept in a manifest and applied by GitOps is declarative: removing it would make Argo CD's self-heal
+apply it again, and run it again. Such a verb is recorded as handled in status (with its
+`airollout.dev/action-id`, if any) and left in place; re-applying the same manifest then changes nothing,
+and a new action id runs it once more.
 """
 
 from __future__ import annotations
@@ -24,25 +27,31 @@ _ACTOR_LIMIT = 128
 class VerbRequest:
     verb: str
     actor: str
-    key: str | None
-    """For a declarative verb, what status records once it is handled; None for an imperative one."""
+    key: str
+    """What status records once it is handled (`status.handledAction`), so that it runs once."""
+    declarative: bool
+    """Applied from a manifest: left in place once handled (removing it would make GitOps apply it again)."""
+    handled: bool = False
+    """Handled already: an imperative verb whose annotation outlived its handling is only to be removed."""
 
 
 def verb_request(meta: Mapping[str, Any], handled: str | None) -> VerbRequest | None:
-    """The verb to act on now, or None (no verb, or a declarative one that was handled already)."""
+    """The verb on the resource, or None (no verb, or a declarative one that was handled already)."""
     annotations: Mapping[str, str] = meta.get("annotations") or {}
     verb = annotations.get(ACTION_ANNOTATION)
     if verb is None:
         return None
-    actor = _manager_of(meta) or "unknown"
-    if not _declared(meta):
-        return VerbRequest(verb=verb, actor=actor, key=None)
-    action_id = annotations.get(ACTION_ID_ANNOTATION)
-    key = f"{verb.strip()}@{action_id.strip()}" if action_id else verb.strip()
-    key = key[:400]
-    if key == handled:
-        return None
-    return VerbRequest(verb=verb, actor=actor, key=key)
+    owner = next(iter(_owners(meta)), None)
+    actor = str((owner or {}).get("manager") or "unknown")[:_ACTOR_LIMIT]
+    if _declared(meta):
+        action_id = annotations.get(ACTION_ID_ANNOTATION)
+        key = (f"{verb.strip()}@{action_id.strip()}" if action_id else verb.strip())[:400]
+        if key == handled:
+            return None
+        return VerbRequest(verb=verb, actor=actor, key=key, declarative=True)
+    # kubectl annotate: its field manager and the time it set the annotation tell one request from the next.
+    key = f"{verb.strip()}@{actor}@{(owner or {}).get('time') or ''}"[:400]
+    return VerbRequest(verb=verb, actor=actor, key=key, declarative=False, handled=key == handled)
 
 
 def _declared(meta: Mapping[str, Any]) -> bool:
@@ -57,13 +66,6 @@ def _declared(meta: Mapping[str, Any]) -> bool:
         if ACTION_ANNOTATION in (((applied.get("metadata") or {}).get("annotations")) or {}):
             return True
     return any(entry.get("operation") == "Apply" for entry in _owners(meta))
-
-
-def _manager_of(meta: Mapping[str, Any]) -> str | None:
-    """Who set the action annotation, as Kubernetes recorded it (the field manager, e.g. kubectl-annotate)."""
-    for entry in _owners(meta):
-        return str(entry.get("manager") or "unknown")[:_ACTOR_LIMIT]
-    return None
 
 
 def _owners(meta: Mapping[str, Any]) -> list[Mapping[str, Any]]:

@@ -86,7 +86,7 @@ class AIRolloutStatus(_Model):
     consecutive_errors: int = Field(default=0, ge=0)
     last_analysis_at: datetime | None = None
     handled_action: str | None = None
-    """The last verb applied declaratively (from git), with its action id: a re-apply does not run it again."""
+    """The last verb handled and what identifies it: the same request seen again never runs twice."""
 
     def to_k8s(self) -> dict[str, object]:
         """The status as a merge patch: camelCase, RFC 3339 times; an unset top-level field is null (removed).
