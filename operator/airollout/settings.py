@@ -32,6 +32,10 @@ class Settings(BaseModel):
     """Seconds one kill-switch request may take. Longer than routine calls on purpose: a FeatBit that
     answers in 6 s must still acknowledge on the first attempt, not time out and retry forever."""
 
+    kill_switch_hedge_after: float = Field(default=2.0, gt=0, le=600)
+    """Seconds a kill-switch attempt FeatBit has not answered waits before another is sent beside it, so
+    a FeatBit that recovers acknowledges at once instead of after the hung attempt's whole timeout."""
+
     kill_switch_backoff_cap: float = Field(default=1.0, gt=0, le=60)
     """The longest pause between two kill-switch attempts; they go on until FeatBit acknowledges."""
 

@@ -130,7 +130,10 @@ class Engine:
         self._routine_api = routine_api
         self._urgent_api = urgent_api
         self._lane = KillSwitchLane(
-            urgent, backoff_cap=settings.kill_switch_backoff_cap, slow_backoff_cap=settings.retry_backoff_cap
+            urgent,
+            backoff_cap=settings.kill_switch_backoff_cap,
+            slow_backoff_cap=settings.retry_backoff_cap,
+            hedge_after=settings.kill_switch_hedge_after,
         )
         self._rollouts: dict[str, _Tracked] = {}
         self.shards: ShardLeases | None = None
@@ -313,15 +316,16 @@ class Engine:
             comment = f"AIRollout {rollout.ref} generation {rollout.generation}, kill switch: {why}"
             if self._writer:
                 comment += f" [{self._writer}]"
-            told = False
+            notes: list[asyncio.Task[None]] = []
 
             async def not_yet(message: str) -> None:
-                nonlocal told
-                if not told:  # once: a long outage is one line in history, not one per attempt
-                    told = True
-                    await self._record_kill_waiting(tracked, message)
+                # Once: a long outage is one line in history, not one per attempt. In a task of its own, so
+                # the lane never waits for the rollout's turn to say it is still trying.
+                if not notes:
+                    notes.append(asyncio.create_task(self._record_kill_waiting(tracked, message)))
 
             revision = await self._lane.turn_off(rollout.namespace, target, comment, not_yet)
+            await asyncio.gather(*notes, return_exceptions=True)
             metrics.KILL_SWITCH_SECONDS.observe(time.monotonic() - seen_at)
             async with tracked.turn:
                 rollout = tracked.rollout()
