@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both install what they need first.
-.PHONY: demo test test-fast lint bootstrap bench
+.PHONY: demo test test-fast test-long lint bootstrap bench
 
 PY := .venv/bin
 
@@ -15,9 +15,14 @@ lint: bootstrap
 	$(PY)/mypy
 	$(PY)/lint-imports
 
-# Everything but kind e2e (which skips by itself where no Docker engine answers).
+# Everything but kind e2e (which skips by itself where no Docker engine answers) and the full-size reliability
+# runs (`long`, below).
 test: lint
-	$(PY)/pytest -p no:cacheprovider
+	$(PY)/pytest -p no:cacheprovider -m "not long"
+
+# The reliability suite at full size: 100 SIGKILL trials, 10,000 generated specs (docs/reliability.md).
+test-long: bootstrap
+	$(PY)/pytest -p no:cacheprovider -m long tests/reliability
 
 # The pure core only: seconds, no tools needed.
 test-fast: bootstrap
