@@ -398,6 +398,8 @@ class _Planner:
             self._record(
                 Reason.RECOVERED,
                 f"FeatBit already serves stage {stage.name} ({stage.percentage:g}%): recorded without writing again",
+                stage=stage.name,
+                percentage=stage.percentage,
             )
             self._enter_stage(view.stage_index)
             self._update(flag_revision=view.revision)

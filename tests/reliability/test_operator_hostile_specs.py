@@ -290,15 +290,6 @@ _UNUSABLE_URLS = {
 test below, which names each that goes wrong."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a host label over 63 characters in spec.prometheus.url: getaddrinfo in guardrails/prometheus.py:281 "
-        "(_OwnResolver) raises UnicodeError ('label empty or too long', from the idna codec), which is no OSError, "
-        "so measure (prometheus.py:360, 'raise result') lets it surface: a traceback every analysis and no "
-        "guardrail outcome in status"
-    ),
-)
 def test_every_url_the_crd_accepts_but_no_client_can_use_gets_a_condition_naming_it(
     testbed: Testbed, namespace: str, prepared: FeatBitDouble, kube: Kube, operator: OperatorProcess
 ) -> None:

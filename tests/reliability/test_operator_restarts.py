@@ -35,7 +35,6 @@ from tests.reliability.rollouts import (
     Kube,
     assert_featbit_serves_what_status_says,
     audit_comments,
-    condition,
     create_flag,
     entered_stages,
     manifest,
@@ -434,14 +433,6 @@ def test_a_verb_whose_annotation_outlives_its_handling_runs_once_after_a_restart
     assert_featbit_serves_what_status_says(featbit_double, status, "verbs")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "operator/airollout/planner.py:397-401 (_observe_flag, FlagSync.AHEAD) records the Recovered entry before "
-        "_enter_stage: its stage and percentage are those of the stage left (canary, 5) while its message names "
-        "the stage entered (ramp-25), so history reads as canary entered twice and ramp-25 never"
-    ),
-)
 def test_a_stage_found_already_served_after_a_restart_is_recorded_under_its_own_name(
     testbed: Testbed, namespace: str, featbit_double: FeatBitDouble, kube: Kube, airollout_crd: Path, tmp_path: Path
 ) -> None:
@@ -599,12 +590,14 @@ def test_the_operator_reconnects_and_continues_after_the_apiserver_and_etcd_rest
         pid = operator.pid
         # Down long enough for a stage to end while nothing can be written, and for Kopf's watch to fail.
         restart_control_plane(testbed.dir, down_for=5)
+        back = time.monotonic()
         status = wait_for(
             "walking to be promoted",
             lambda: (s := kube.status(namespace, "walking")).get("phase") == "Promoted" and s,
             timeout=120,
             log=operator.log,
         )
+        promoted_after = time.monotonic() - back
         assert entered_stages(status["history"]) == [names(walk)], status["history"]
         assert_featbit_serves_what_status_says(featbit_double, status, "walking")
         # The watch is back too: a kill switch set now is seen and recorded.
@@ -618,5 +611,6 @@ def test_the_operator_reconnects_and_continues_after_the_apiserver_and_etcd_rest
         )
     assert operator.pid == pid, "the operator was restarted; it should have reconnected"
     assert featbit_double.get_flag("held")["isEnabled"] is False
-    assert condition(held, "Progressing") is not None
+    assert [e["reason"] for e in held["history"]].count("KillSwitchEngaged") == 1
     watch.assert_held()
+    print(f"control plane down 5 s; the walking rollout promoted {promoted_after:.1f}s after it was back")  # docs

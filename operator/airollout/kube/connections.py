@@ -183,6 +183,13 @@ def _usable_url(url: str, field_path: str) -> None:
         raise EndpointInvalid(f"{field_path} {url[:200]!r} cannot be used: write it as http(s)://HOST[:PORT]")
     if "%" in parsed.host:  # httpx percent-encodes what no host name may hold: "[bad", spaces
         raise EndpointInvalid(f"{field_path} {url[:200]!r} cannot be used: {parsed.host!r} is not a host name")
+    try:
+        parsed.host.encode("idna")  # what the resolver does: a label over 63 characters fails here
+    except UnicodeError:
+        raise EndpointInvalid(
+            f"{field_path} {url[:200]!r} cannot be used: {parsed.host[:100]!r} is not a host name (each dot-separated "
+            "part at most 63 characters)"
+        ) from None
     if port is not None and not 0 < port < 65536:
         raise EndpointInvalid(f"{field_path} {url[:200]!r} cannot be used: port {port} is not between 1 and 65535")
 
