@@ -28,7 +28,7 @@ import pytest
 
 from airollout_testbed.featbit_double import FeatBitDouble
 from airollout_testbed.harness import OperatorProcess
-from airollout_testbed.sandbox.restarts import restart_control_plane
+from airollout_testbed.sandbox.restarts import restart_control_plane, start_again, stop_for_restart
 from airollout_testbed.waiting import TimedOut, wait_for
 from tests.reliability.rollouts import (
     ExposureWatch,
@@ -528,6 +528,46 @@ def test_two_promotes_within_one_second_advance_two_stages(
     assert kube.status(namespace, "twice")["stageName"] == f"s{promotes + 1}"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "operator/airollout/kube/engine.py:373 keeps a decision whose status patch failed as `planned`, and "
+        "_Tracked.status (engine.py:90-91) plans the next one from it: while the apiserver is down the operator "
+        "walks FeatBit through every remaining stage (here s2 to 100%) with none of it in status, and an operator "
+        "restarted meanwhile records one Recovered for the last: s3..s8 are missing from history"
+    ),
+)
+def test_no_stage_goes_to_featbit_while_the_last_one_cannot_be_recorded(
+    testbed: Testbed, namespace: str, featbit_double: FeatBitDouble, kube: Kube, operator: OperatorProcess
+) -> None:
+    """Status is the operator's only memory: while it cannot be written, the rollout must not move on."""
+    testbed.kubectl(
+        "-n", namespace, "create", "secret", "generic", "featbit", f"--from-literal=token={featbit_double.token}"
+    )
+    create_flag(featbit_double, "blind")
+    eight = stages(*((f"s{i}", 10 * i, "1s") for i in range(1, 9)), ("full", 100, None))
+    testbed.kubectl(
+        "apply", "-f", "-", input=json.dumps(manifest(featbit_double, namespace, "blind", "blind", stages=eight))
+    )
+    wait_for("s2", lambda: kube.status(namespace, "blind").get("stageName") == "s2", log=operator.log)
+    apiserver = stop_for_restart(testbed.dir, "kube-apiserver")
+    served = []
+    try:
+        for _ in range(30):  # 6 s: the bake time of six stages
+            served.append(served_percentage(featbit_double.get_flag("blind")))
+            time.sleep(0.2)
+        operator.kill()
+    finally:
+        start_again(testbed.dir, apiserver)
+    operator.start()
+    status = wait_for(
+        "Promoted", lambda: (s := kube.status(namespace, "blind")).get("phase") == "Promoted" and s, log=operator.log
+    )
+    # The stage being written when the apiserver went away may land; nothing after it.
+    assert max(served) <= 30, f"FeatBit served {sorted(set(served))}% while status could not be written"
+    assert entered_stages(status["history"]) == [names(eight)], status["history"]
+
+
 def flag_reads(double: FeatBitDouble) -> int:
     count: int = double.requests.snapshot()["byRoute"].get("GET /api/v1/envs/{env_id}/feature-flags/{key}", 0)
     return count
@@ -576,7 +616,7 @@ def test_the_operator_reconnects_and_continues_after_the_apiserver_and_etcd_rest
     testbed.kubectl(
         "-n", namespace, "create", "secret", "generic", "featbit", f"--from-literal=token={featbit_double.token}"
     )
-    walk = stages(("s1", 5, "2s"), ("s2", 10, "2s"), ("s3", 25, "2s"), ("s4", 50, "2s"), ("s5", 100, None))
+    walk = stages(("s1", 5, "2s"), ("s2", 10, "4s"), ("s3", 25, "4s"), ("s4", 50, "4s"), ("s5", 100, None))
     for flag in ("walking", "held"):
         create_flag(featbit_double, flag)
     watch = ExposureWatch(kube, featbit_double, interval=0.2)
@@ -590,14 +630,13 @@ def test_the_operator_reconnects_and_continues_after_the_apiserver_and_etcd_rest
         pid = operator.pid
         # Down long enough for a stage to end while nothing can be written, and for Kopf's watch to fail.
         restart_control_plane(testbed.dir, down_for=5)
-        back = time.monotonic()
+        back = kube.status(namespace, "walking").get("stageName")
         status = wait_for(
             "walking to be promoted",
             lambda: (s := kube.status(namespace, "walking")).get("phase") == "Promoted" and s,
             timeout=120,
             log=operator.log,
         )
-        promoted_after = time.monotonic() - back
         assert entered_stages(status["history"]) == [names(walk)], status["history"]
         assert_featbit_serves_what_status_says(featbit_double, status, "walking")
         # The watch is back too: a kill switch set now is seen and recorded.
@@ -613,4 +652,4 @@ def test_the_operator_reconnects_and_continues_after_the_apiserver_and_etcd_rest
     assert featbit_double.get_flag("held")["isEnabled"] is False
     assert [e["reason"] for e in held["history"]].count("KillSwitchEngaged") == 1
     watch.assert_held()
-    print(f"control plane down 5 s; the walking rollout promoted {promoted_after:.1f}s after it was back")  # docs
+    print(f"stopped at s2 for 5 s; status at {back} once the apiserver answered, then Promoted")  # docs figure

@@ -145,6 +145,8 @@ def test_no_credential_reaches_logs_events_status_metrics_or_featbit_comments(
         if form in text
     ]
     assert not leaks, "\n".join(leaks)
+    scanned = ", ".join(f"{where} {len(text)} chars" for where, text in readable.items())
+    print(f"{len(secrets)} secrets x {len(forms(BEARER))} forms, none found in: {scanned}")  # docs figure
 
 
 def _around(text: str, needle: str) -> str:
