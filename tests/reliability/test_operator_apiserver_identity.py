@@ -10,7 +10,6 @@ only the way of authenticating differs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ from tests.reliability.rollouts import Kube, create_flag, manifest
 from tests.support.sandbox import Testbed
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def kube(testbed: Testbed) -> Iterator[Kube]:
-    client = Kube(testbed.kubeconfig)
-    yield client
-    client.close()
 
 
 def token_kubeconfig(testbed: Testbed, namespace: str, directory: Path) -> Path:

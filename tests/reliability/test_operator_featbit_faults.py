@@ -131,13 +131,6 @@ _LOSES_AUDIT_ENTRIES = {"committed-then-500"}
 _COUNTED_FAULTS = {"5xx-bursts", "timeouts", "409-races", "committed-then-500"}
 
 
-@pytest.fixture
-def kube(testbed: Testbed) -> Iterator[Kube]:
-    client = Kube(testbed.kubeconfig)
-    yield client
-    client.close()
-
-
 OPERATOR_ARGS = (f"--featbit-timeout={FEATBIT_TIMEOUT:g}", f"--retry-backoff-cap={RETRY_CAP:g}")
 
 

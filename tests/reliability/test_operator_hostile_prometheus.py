@@ -79,13 +79,6 @@ def expected_reason(behaviour: Behaviour) -> str:
 
 
 @pytest.fixture
-def kube(testbed: Testbed) -> Iterator[Kube]:
-    client = Kube(testbed.kubeconfig)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def operator(testbed: Testbed, namespace: str, airollout_crd: Path, tmp_path: Path) -> Iterator[OperatorProcess]:
     # Every analysis written (not only changes): a test can see that one was taken after the bake time.
     with operator_in(testbed, tmp_path, namespace, "--status-refresh-interval=1") as process:

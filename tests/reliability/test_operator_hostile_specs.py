@@ -265,13 +265,6 @@ def settled(item: dict[str, Any]) -> bool:
 
 
 @pytest.fixture
-def kube(testbed: Testbed) -> Iterator[Kube]:
-    client = Kube(testbed.kubeconfig)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def operator(testbed: Testbed, namespace: str, airollout_crd: Path, tmp_path: Path) -> Iterator[OperatorProcess]:
     with operator_in(testbed, tmp_path, namespace) as process:
         yield process

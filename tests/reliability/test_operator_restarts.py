@@ -346,13 +346,6 @@ def _collapse(stages_written: list[str]) -> list[str]:
 
 
 @pytest.fixture
-def kube(testbed: Testbed) -> Iterator[Kube]:
-    client = Kube(testbed.kubeconfig)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def operator(testbed: Testbed, namespace: str, airollout_crd: Path, tmp_path: Path) -> Iterator[OperatorProcess]:
     with operator_in(testbed, tmp_path, namespace, f"--retry-backoff-cap={RETRY_CAP:g}") as process:
         yield process

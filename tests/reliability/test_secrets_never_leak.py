@@ -49,13 +49,6 @@ def forms(secret: str) -> list[str]:
     return [secret, base64.b64encode(secret.encode()).decode().rstrip("="), secret[middle - 6 : middle + 6]]
 
 
-@pytest.fixture
-def kube(testbed: Testbed) -> Iterator[Kube]:
-    client = Kube(testbed.kubeconfig)
-    yield client
-    client.close()
-
-
 @pytest.fixture(params=["info", "debug"])
 def operator(
     request: pytest.FixtureRequest, testbed: Testbed, namespace: str, airollout_crd: Path, tmp_path: Path
