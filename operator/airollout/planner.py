@@ -36,6 +36,8 @@ from airollout.reasons import ConditionType, Reason
 ACTION_ANNOTATION = "airollout.dev/action"
 ACTION_ID_ANNOTATION = "airollout.dev/action-id"
 """Beside a verb kept in git: any new value runs the verb once more; the same value never twice."""
+ACTION_REASON_ANNOTATION = "airollout.dev/action-reason"
+"""Beside a verb: why it was asked for, recorded in the history entries (and Events) the verb produces."""
 
 
 class Verb(StrEnum):
@@ -98,6 +100,8 @@ class Observation:
     """What identifies this verb request: recorded in status once handled, so it never runs twice."""
     verb_declarative: bool = False
     """Applied from a manifest: left in place once handled, so GitOps re-applying it sees no drift."""
+    verb_reason: str | None = None
+    """Why the verb was asked for (`airollout.dev/action-reason`), added to what it records."""
     invalid_spec: str | None = None
     kill: KillRequest | None = None
     late: str | None = None
@@ -583,6 +587,9 @@ class _Planner:
         stage: str | None = None,
         percentage: float | None = None,
     ) -> None:
+        if self.obs.verb is not None and self.obs.verb_reason and actor == self.obs.actor:
+            # Every entry the verb produces says why it was asked for, its Event too.
+            message = f"{message} (reason: {self.obs.verb_reason})"
         entry = HistoryEntry(
             time=self.now,
             reason=reason.value,
@@ -713,6 +720,7 @@ def _entry(now: datetime, reason: Reason, status: AIRolloutStatus, message: str)
 __all__ = [
     "ACTION_ANNOTATION",
     "ACTION_ID_ANNOTATION",
+    "ACTION_REASON_ANNOTATION",
     "Action",
     "ApplyStage",
     "Decision",

@@ -80,6 +80,8 @@ class Rollout:
     """What identifies this verb request, recorded in status once handled, so it never runs twice."""
     verb_declarative: bool = False
     """The verb came with an applied manifest (GitOps): it stays in place once handled."""
+    verb_reason: str | None = None
+    """Why the verb was asked for, recorded with what it does."""
     known_spec: tuple[AIRolloutSpec | None, str | None] | None = None
     """The spec already parsed (the caller's cache for this generation), so it is not parsed again."""
 
@@ -183,6 +185,7 @@ async def act(
         actor=rollout.actor,
         verb_key=rollout.verb_key,
         verb_declarative=rollout.verb_declarative,
+        verb_reason=rollout.verb_reason,
         kill=kill,
         late=late,
         flag_off_revision=flag_off_revision,

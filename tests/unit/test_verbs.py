@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airollout.kube.verbs import verb_request
-from airollout.model import Phase
-from airollout.planner import Observation, plan
+from airollout.kube.verbs import REASON_LIMIT, verb_request
+from airollout.model import AIRolloutStatus, Phase
+from airollout.planner import Observation, kill_request, plan
 from airollout.reasons import Reason
 from tests.unit.test_planner import IN_SYNC, T0, at_stage, make_spec
 
@@ -103,3 +103,39 @@ def test_the_planner_records_a_kubectl_verb_and_still_removes_it() -> None:
     decision = plan(spec, at_stage(spec, 1), observation, T0, 1)
     assert decision.consume_verb
     assert decision.status.handled_action == key
+
+
+def test_the_reason_beside_a_verb_is_read_as_one_bounded_line() -> None:
+    meta = annotated_by_kubectl("pause")
+    meta["annotations"]["airollout.dev/action-reason"] = "freeze for\n  the launch " + "x" * 400
+    request = verb_request(meta, handled=None)
+    assert request is not None
+    assert request.reason is not None
+    assert request.reason.startswith("freeze for the launch x")
+    assert len(request.reason) == REASON_LIMIT
+    assert verb_request(annotated_by_kubectl("pause"), handled=None).reason is None  # type: ignore[union-attr]
+
+
+def test_every_entry_a_verb_produces_carries_its_reason_and_no_other_entry_does() -> None:
+    spec = make_spec()
+    asked = Observation(flag=IN_SYNC, verb="promote-full", actor="kubectl-annotate", verb_reason="load test passed")
+    full = plan(spec, at_stage(spec, 1), asked, T0, 1)
+    assert [e.reason for e in full.entries] == [Reason.STAGE_ADVANCED, Reason.PROMOTED]
+    assert all(e.message.endswith("(reason: load test passed)") for e in full.entries)
+    aborted = plan(
+        spec,
+        at_stage(spec, 2),
+        Observation(
+            flag=IN_SYNC,
+            verb="abort",
+            actor="kubectl-annotate",
+            verb_reason="pager fired",
+            kill=kill_request({}, "abort", "kubectl-annotate"),
+        ),
+        T0,
+        1,
+    )
+    assert {e.reason for e in aborted.entries} == {Reason.KILL_SWITCH_ENGAGED, Reason.ROLLED_BACK}
+    assert all("(reason: pager fired)" in e.message for e in aborted.entries)
+    started_now = plan(spec, AIRolloutStatus(), Observation(flag=IN_SYNC, verb_reason="stale"), T0, 1)
+    assert all("reason:" not in e.message for e in started_now.entries)

@@ -74,11 +74,13 @@ class ApiServer:
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
         await self._send("PATCH", path, {"status": dict(status)}, content_type="application/merge-patch+json")
 
-    async def remove_annotation(self, namespace: str, name: str, key: str, expected: str) -> None:
-        """Remove annotation ``key`` only if it still holds ``expected`` (a newer verb is not lost)."""
+    async def remove_annotations(self, namespace: str, name: str, expected: Mapping[str, str]) -> None:
+        """Remove the annotations only if each still holds its ``expected`` value (a newer verb is not lost)."""
         path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
-        pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
-        patch = [{"op": "test", "path": pointer, "value": expected}, {"op": "remove", "path": pointer}]
+        patch: list[dict[str, str]] = []
+        for key, value in expected.items():
+            pointer = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+            patch += [{"op": "test", "path": pointer, "value": value}, {"op": "remove", "path": pointer}]
         try:
             await self._send("PATCH", path, patch, content_type="application/json-patch+json")
         except ApiServerError as error:

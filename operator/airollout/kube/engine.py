@@ -43,6 +43,7 @@ from airollout.model import HISTORY_LIMIT, AIRolloutSpec, AIRolloutStatus, KillS
 from airollout.planner import (
     ACTION_ANNOTATION,
     ACTION_ID_ANNOTATION,
+    ACTION_REASON_ANNOTATION,
     Decision,
     Problem,
     RollBack,
@@ -74,6 +75,8 @@ class _Tracked:
     """The status the engine decided last (written or still to write); None until the first decision."""
     written: dict[str, Any] | None = None
     written_at: float = 0.0
+    unwritten: bool = False
+    """The planned status has not reached the apiserver: nothing may go to FeatBit past it until it has."""
     pending_events: list[tuple[str, str, str]] = field(default_factory=list)
     flag_checked_at: datetime | None = None
     epoch: int = 0
@@ -109,6 +112,7 @@ class _Tracked:
             actor=request.actor if request else "operator",
             verb_key=request.key if request else None,
             verb_declarative=request.declarative if request else False,
+            verb_reason=request.reason if request else None,
             known_spec=self.parsed[1],
         )
 
@@ -196,7 +200,7 @@ class Engine:
     def gain(self, shard: int) -> None:
         """A shard was taken over: start from what its rollouts' status says, as a restarted operator does."""
         for uid, tracked in self._in_shard(shard):
-            tracked.planned, tracked.flag_checked_at = None, None
+            tracked.planned, tracked.flag_checked_at, tracked.unwritten = None, None, False
             tracked.written, tracked.written_at = dict(tracked.body.get("status") or {}), time.monotonic()
             tracked.epoch += 1
             if self._wants_kill(tracked):
@@ -214,7 +218,7 @@ class Engine:
                 tracked.killing.cancel()
         for _uid, tracked in rollouts:
             async with tracked.turn:
-                tracked.planned = None
+                tracked.planned, tracked.unwritten = None, False
         metrics.forget_shard([(t.meta.get("namespace"), t.meta.get("name")) for _u, t in rollouts])
 
     # -- routine work ---------------------------------------------------------------------------------
@@ -227,6 +231,16 @@ class Engine:
         leftover = verb_request(tracked.meta, tracked.status.get("handledAction"))
         if leftover is not None and leftover.handled:
             await self._remove_verb(tracked, leftover.verb, self._routine_api)
+        if tracked.unwritten and tracked.planned is not None:
+            # Status is the operator's only memory: until the last decision is recorded, FeatBit must not move
+            # past it, or the flag would walk ahead of every record of why (and a restart would not know).
+            planned = AIRolloutStatus.model_validate(tracked.planned)
+            try:
+                async with self._turn(tracked, epoch):
+                    if not await self._write(tracked, planned, self._routine_api):
+                        return Due(time.monotonic() + _WRITE_RETRY_SECONDS)
+            except _Superseded:
+                return None
         rollout = tracked.rollout()
         spec, _invalid = rollout.parsed_spec
         connections = Connections(flags=None)
@@ -376,29 +390,39 @@ class Engine:
         )
         metrics.record(rollout.namespace, rollout.name, status, [e.reason for e in decision.entries])
         due_refresh = time.monotonic() - tracked.written_at >= self.settings.status_refresh_interval
-        if tracked.written is not None and _essence(new) == _essence(tracked.written) and not due_refresh:
+        unchanged = tracked.written is not None and _essence(new) == _essence(tracked.written)
+        if unchanged and not due_refresh and not tracked.unwritten:
             return await self._consume_verb(tracked, rollout, decision, api)
+        if not await self._write(tracked, status, api):
+            return False
+        return await self._consume_verb(tracked, rollout, decision, api)
+
+    async def _write(self, tracked: _Tracked, status: AIRolloutStatus, api: ApiServer) -> bool:
+        """Write the planned status (shrunk if the apiserver finds it too large), then the Events that waited."""
+        namespace, name = tracked.meta["namespace"], tracked.meta["name"]
+        new = tracked.planned = status.to_k8s()
+        tracked.unwritten = True
         try:
-            await api.patch_status(rollout.namespace, rollout.name, new)
+            await api.patch_status(namespace, name, new)
         except ApiServerError as error:
             if not error.too_large:
-                _log.warning("Writing the status of %s failed, will retry: %s", rollout.ref, error)
+                _log.warning("Writing the status of %s/%s failed, will retry: %s", namespace, name, error)
                 return False
-            smaller = _shrunk(status).to_k8s()
+            new = tracked.planned = _shrunk(status).to_k8s()
             try:
-                await api.patch_status(rollout.namespace, rollout.name, smaller)
+                await api.patch_status(namespace, name, new)
             except ApiServerError as again:
-                _log.warning("Writing the shrunk status of %s failed, will retry: %s", rollout.ref, again)
+                _log.warning("Writing the shrunk status of %s/%s failed, will retry: %s", namespace, name, again)
                 return False
-            new = tracked.planned = smaller
+        tracked.unwritten = False
         tracked.written, tracked.written_at = new, time.monotonic()
         events, tracked.pending_events = tracked.pending_events, []
         for kind, reason, message in events:
             try:
                 await api.post_event(tracked.meta, kind=kind, reason=reason, message=_one_line(message))
             except ApiServerError as error:
-                _log.warning("Posting the %s Event of %s failed: %s", reason, rollout.ref, error)
-        return await self._consume_verb(tracked, rollout, decision, api)
+                _log.warning("Posting the %s Event of %s/%s failed: %s", reason, namespace, name, error)
+        return True
 
     async def _consume_verb(self, tracked: _Tracked, rollout: Rollout, decision: Decision, api: ApiServer) -> bool:
         if decision.consume_verb and rollout.verb is not None:
@@ -408,10 +432,14 @@ class Engine:
     async def _remove_verb(self, tracked: _Tracked, verb: str, api: ApiServer) -> None:
         annotations = dict(tracked.meta.get("annotations") or {})
         annotations.pop(ACTION_ANNOTATION, None)
+        # Its reason goes with it: left behind, it would explain the next verb given without one.
+        expected = {ACTION_ANNOTATION: verb}
+        if ACTION_REASON_ANNOTATION in annotations:
+            expected[ACTION_REASON_ANNOTATION] = annotations.pop(ACTION_REASON_ANNOTATION)
         # Seen as handled at once: the watch echo of the removal comes later.
         tracked.body = {**tracked.body, "metadata": {**tracked.meta, "annotations": annotations}}
         with suppress(ApiServerError):
-            await api.remove_annotation(tracked.meta["namespace"], tracked.meta["name"], ACTION_ANNOTATION, verb)
+            await api.remove_annotations(tracked.meta["namespace"], tracked.meta["name"], expected)
 
     def _forget(self, uid: str, meta: Mapping[str, Any]) -> None:
         tracked = self._rollouts.pop(uid, None)
