@@ -66,6 +66,7 @@ class PrometheusSource:
         share_seconds: float = 1.0,
         limits: GuardrailLimits = DEFAULT_LIMITS,
         transport: httpx.AsyncBaseTransport | None = None,
+        network: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """Raise ValueError naming the culprit when ``url``, a header or the token cannot be sent.
 
@@ -73,7 +74,8 @@ class PrometheusSource:
         ``concurrency`` slots and its answer together get one second more. Queries are evaluated at the
         start of the current window of ``share_seconds`` and shared within it (`SharedQueries`): an answer
         is up to that old, so the window must stay short beside the shortest stage, or a stage could be
-        judged on numbers from before it began. ``transport`` replaces the network, for tests.
+        judged on numbers from before it began. ``transport`` replaces the network, for tests; ``network``
+        sends each request once its host name is resolved (the operator's times every call for its metrics).
         """
         parsed = httpx.URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
@@ -109,7 +111,7 @@ class PrometheusSource:
             timeout=None,  # SharedQueries' deadline bounds every query, queueing included
             follow_redirects=False,  # a redirect would carry the credentials to wherever it points
             transport=transport
-            or _OwnResolver(httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=concurrency))),
+            or _OwnResolver(network or httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=concurrency))),
         )
         self._shared = SharedQueries(
             self._fetch,

@@ -21,6 +21,7 @@ import httpx
 from airollout.featbit.client import FeatBitClient
 from airollout.guardrails.prometheus import PrometheusSource
 from airollout.kube.apiserver import ApiServer, ApiServerError
+from airollout.kube.metrics import FEATBIT_SECONDS, PROMETHEUS_SECONDS, TimedTransport
 from airollout.model import AIRolloutSpec, FeatBitRef, SecretKeyRef, parse_duration
 from airollout.planner import Problem
 from airollout.reasons import Reason
@@ -83,7 +84,7 @@ class ConnectionCache:
                     token,
                     timeout=self.options.timeout,
                     max_attempts=self.options.max_attempts,
-                    max_connections=self.options.connections,
+                    transport=TimedTransport(_network(self.options.connections), FEATBIT_SECONDS),
                 )
             except ValueError as error:  # e.g. a token with a newline, written by `echo` into the Secret
                 secret = ref.token_secret_ref
@@ -117,6 +118,7 @@ class ConnectionCache:
                     bearer_token=bearer or None,
                     timeout=timeout,
                     concurrency=self.prometheus_concurrency,
+                    network=TimedTransport(_network(self.prometheus_concurrency), PROMETHEUS_SECONDS),
                 )
             except ValueError as error:
                 raise EndpointInvalid(f"spec.prometheus: {error}") from None
@@ -170,6 +172,13 @@ class ConnectionCache:
                 f"Secret {namespace}/{ref.name} key {ref.key!r} ({field_path}) is not UTF-8 text: store the "
                 "credential itself, e.g. with --from-literal"
             ) from None
+
+
+def _network(connections: int) -> httpx.AsyncHTTPTransport:
+    """Up to ``connections`` open at once, all kept alive between calls."""
+    return httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    )
 
 
 def _usable_url(url: str, field_path: str) -> None:

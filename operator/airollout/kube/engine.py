@@ -338,7 +338,8 @@ class Engine:
                 if not notes:
                     notes.append(asyncio.create_task(self._record_kill_waiting(tracked, message)))
 
-            revision = await self._lane.turn_off(rollout.namespace, target, comment, not_yet)
+            with metrics.kill_switch_waiting(rollout.namespace, rollout.name, seen_at):
+                revision = await self._lane.turn_off(rollout.namespace, target, comment, not_yet)
             await asyncio.gather(*notes, return_exceptions=True)
             metrics.KILL_SWITCH_SECONDS.observe(time.monotonic() - seen_at)
             async with tracked.turn:
