@@ -521,15 +521,6 @@ def test_two_promotes_within_one_second_advance_two_stages(
     assert kube.status(namespace, "twice")["stageName"] == f"s{promotes + 1}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "operator/airollout/kube/engine.py:373 keeps a decision whose status patch failed as `planned`, and "
-        "_Tracked.status (engine.py:90-91) plans the next one from it: while the apiserver is down the operator "
-        "walks FeatBit through every remaining stage (here s2 to 100%) with none of it in status, and an operator "
-        "restarted meanwhile records one Recovered for the last: s3..s8 are missing from history"
-    ),
-)
 def test_no_stage_goes_to_featbit_while_the_last_one_cannot_be_recorded(
     testbed: Testbed, namespace: str, featbit_double: FeatBitDouble, kube: Kube, operator: OperatorProcess
 ) -> None:
