@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 
 from pydantic import ValidationError
 
+from airollout.console import add_console_commands
 from airollout.settings import Settings
 
 _DESCRIPTION = "Run the AIRollout operator; where the test bed is installed, also a local sandbox and the demo."
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
             help=f"{' '.join((setting.description or '').split())} (default: %(default)r)",
         )
     run.set_defaults(handler=_run)
+    add_console_commands(commands)
 
     plugged_in = entry_points(group=COMMANDS_GROUP)
     for command in plugged_in:
