@@ -69,14 +69,22 @@ class Testbed:
         return result
 
 
-@pytest.fixture(scope="session")
-def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
-    missing = missing_tools(("etcd", "kube-apiserver", "prometheus", "kubectl", "helm"))
+TESTBED_TOOLS = ("etcd", "kube-apiserver", "prometheus", "kubectl", "helm")
+
+
+def require_tools(names: tuple[str, ...] = TESTBED_TOOLS) -> None:
+    """Skip the test when a tool is missing, saying how to install it; fail instead under CI."""
+    missing = missing_tools(names)
     if missing:
         message = f"test bed tools missing ({', '.join(missing)}): {INSTALL_HINT}"
         if os.environ.get("AIROLLOUT_REQUIRE_TESTBED") == "1":
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    require_tools()
     directory = tmp_path_factory.mktemp("testbed")
     try:
         kubeconfig = Path(start_apiserver(directory, start_etcd(directory)))

@@ -41,6 +41,8 @@ def test_candidate_and_control_values_and_the_outcome_are_recorded_per_segment()
     assert sample("airollout_rollout_percentage", namespace="ns-a", rollout="r1") == 25.0
     assert sample("airollout_rollout_phase", namespace="ns-a", rollout="r1", phase="Progressing") == 1.0
     assert sample("airollout_decisions_total", namespace="ns-a", rollout="r1", reason="GuardrailBreached") == 1.0
+    # Alerts and the dashboard count rollbacks with increase(): the series is there at 0 before the first one.
+    assert sample("airollout_decisions_total", namespace="ns-a", rollout="r1", reason="RolledBack") == 0.0
     metrics.forget("ns-a", "r1")
 
 

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 from airollout import __version__
 from airollout.guardrails.judging import Outcome
 from airollout.model import AIRolloutStatus, GuardrailStatus, Phase
+from airollout.reasons import Reason
 
 __all__ = [
     "DECISIONS",
@@ -99,6 +100,7 @@ TRACKED = Gauge("airollout_rollouts_tracked", "AIRollouts this operator process 
 
 _PER_ROLLOUT = (DECISIONS, PERCENTAGE, PHASE, GUARDRAIL_VALUE, GUARDRAIL_OUTCOME, KILL_SWITCH_UNACKNOWLEDGED)
 _OUTCOMES = tuple(outcome.value for outcome in Outcome)
+_COUNTED_FROM_ZERO = (Reason.ROLLED_BACK, Reason.KILL_SWITCH_ENGAGED, Reason.GUARDRAIL_BREACHED, Reason.PROMOTED)
 _recorded_guardrails: dict[tuple[str, str], set[tuple[str, str]]] = {}
 """(guardrail, segment) pairs with series, per rollout: those missing from the next status are removed."""
 
@@ -109,6 +111,10 @@ def serve(port: int) -> None:
 
 def record(namespace: str, name: str, status: AIRolloutStatus, reasons: list[str]) -> None:
     """The decided status as series: phase, exposure, guardrail values and outcomes; one count per decision."""
+    if (namespace, name) not in _recorded_guardrails:
+        # From 0, so that `increase()` sees the first one: a counter first scraped at 1 shows no increase.
+        for counted in _COUNTED_FROM_ZERO:
+            DECISIONS.labels(namespace, name, counted)
     for reason in reasons:
         DECISIONS.labels(namespace, name, reason).inc()
     PERCENTAGE.labels(namespace, name).set(status.percentage or 0.0)

@@ -1,8 +1,9 @@
 """`airollout demo`: two AI releases on a local sandbox, one healthy and promoted, one regressing and rolled back.
 
 Everything is real but FeatBit (the server double stands in for it): an apiserver, Prometheus scraping two
-synthetic AI services whose traffic FeatBit's own SDK splits, and the operator process. The demo prints each
-step as it happens, then the audit trail `kubectl describe` shows.
+synthetic AI services whose traffic FeatBit's own SDK splits, and the operator process, whose own metrics the
+sandbox Prometheus scrapes too. The demo prints each step as it happens, then the audit trail `kubectl describe`
+shows, and ends by drawing each rollout (`report.py`) into DIR/report/.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from airollout.featbit.client import FeatBitClient
 from airollout.featbit.errors import FeatBitRejected
+from airollout_testbed.demo.report import write_reports
 from airollout_testbed.harness import OperatorProcess, install_crd, rollout_manifest
 from airollout_testbed.sandbox import processes
 from airollout_testbed.sandbox.environment import down, read_env, up
@@ -29,6 +31,9 @@ from airollout_testbed.waiting import TimedOut, wait_for
 
 NAMESPACE = "demo"
 TIMEOUT_SECONDS = 420
+OPERATOR_JOB = "airollout-operator"
+_LAST_SCRAPE_SECONDS = 2.0
+"""Prometheus scrapes every second: waiting this long puts the final state in the picture."""
 
 # Two releases of the same shape; only the candidate's behaviour differs.
 RELEASES = {
@@ -67,13 +72,20 @@ def _run(directory: Path, keep: bool) -> int:
         asyncio.run(_create_flags(env, directory))
         for index, flag in enumerate(RELEASES):
             _start_ai_service(directory, env, flag, port=processes.free_port(), seed=index)
-        _say("starting the operator: airollout run")
+        _say("starting the operator: airollout run, its metrics scraped by the sandbox Prometheus")
+        metrics_port = processes.free_port()
         # Not stopped here: `down` (or `airollout sandbox down` after --keep) stops it with the sandbox.
-        OperatorProcess(directory, env["KUBECONFIG"]).start()
+        OperatorProcess(directory, env["KUBECONFIG"], "--metrics-port", str(metrics_port)).start()
+        add_scrape_target(directory, OPERATOR_JOB, f"127.0.0.1:{metrics_port}")
+        applied_at = time.time()
         for flag in RELEASES:
             kubectl("apply", "-f", "-", input=json.dumps(_rollout(flag, env)))
             _say(f"applied AIRollout {NAMESPACE}/{flag}")
         phases = _watch(kubectl)
+        time.sleep(_LAST_SCRAPE_SECONDS)
+        listed = json.loads(kubectl("-n", NAMESPACE, "get", "airollouts", "-o", "json").stdout)["items"]
+        for report in write_reports(directory / "report", env["PROMETHEUS_URL"], listed, applied_at, time.time()):
+            _say(f"the picture of {report.rollout}: {report.html} (and {report.png.name})")
         _say("the audit trail, as `kubectl describe airollout` shows it:")
         for flag in RELEASES:
             events = kubectl("-n", NAMESPACE, "describe", "airollout", flag).stdout.split("Events:")[-1]

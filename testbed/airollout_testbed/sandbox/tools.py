@@ -20,7 +20,7 @@ def tools_dir() -> Path:
 
 
 def tool(name: str) -> Path:
-    """The path of ``name`` (etcd, kube-apiserver, prometheus, helm, kubectl); ToolMissing says the fix."""
+    """The path of ``name`` (etcd, kube-apiserver, prometheus, promtool, helm, kubectl); ToolMissing says the fix."""
     cached = tools_dir() / name
     if cached.exists() and os.access(cached, os.X_OK):
         return cached
@@ -29,7 +29,7 @@ def tool(name: str) -> Path:
     if beside_python.exists():
         return beside_python
     found = shutil.which(name)
-    if found and name in {"prometheus", "kubectl"}:
+    if found and name in {"prometheus", "promtool", "kubectl"}:  # promtool comes with Debian's prometheus
         return Path(found)
     raise ToolMissing(f"{name} is not installed (looked in {tools_dir()}): {INSTALL_HINT}")
 
