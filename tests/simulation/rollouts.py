@@ -401,14 +401,23 @@ def _window_rate(windows: Floats) -> Floats:
 
 
 def threshold_rollbacks(
-    guardrail: Guardrail, *, rps: float, share: float, error_rate: float, minutes: float, runs: int, seed: int
+    guardrail: Guardrail,
+    *,
+    rps: float,
+    share: float,
+    error_rate: float,
+    minutes: float,
+    runs: int,
+    seed: int,
+    harm: float = 1.0,
 ) -> float:
-    """The share of healthy (A/A) stages today's threshold judge rolls back: one look every 30 s from the
-    stage's start, each on the last 5 minutes' error rate per variant, as the guardrail's ``rate(...[5m])``."""
+    """The share of stages today's threshold judge rolls back (healthy ones unless ``harm`` multiplies the
+    candidate's error rate): one look every 30 s from the stage's start, each on the last 5 minutes' error
+    rate per variant, as the guardrail's ``rate(...[5m])``."""
     rng = np.random.default_rng(seed)
     window = int(WINDOW_SECONDS / LOOK_SECONDS)
     looks = window + int(minutes * 60 / LOOK_SECONDS)
-    world = Errors(rps, {"errors": error_rate})
+    world = Errors(rps, {"errors": error_rate}, harm={"errors": harm})
     # The window before the stage: all traffic on the control, whose series (unlike the candidate's) already
     # exists, so its rate is over a full window from the first look.
     steps = [
