@@ -182,6 +182,7 @@ def test_histogram_counts_are_rounded_and_made_monotone_before_use() -> None:
     [
         (lambda: arm_from_histogram(EDGES, CONTROL_BUCKETS[:-1], 1500, 10), "cumulative count"),
         (lambda: arm_from_histogram(EDGES, CONTROL_BUCKETS, 1500, 2.5), "cap"),
+        (lambda: arm_from_histogram(EDGES, CONTROL_BUCKETS, 1500, math.inf), "cap must be finite"),
         (lambda: arm_from_histogram([0.1, 0.05], [1, 2, 3], 1, 10), "edges must increase"),
         (lambda: exceedance_arm(EDGES, CONTROL_BUCKETS, 0.3), "one of the histogram's edges"),
         (lambda: proportion_arm(-1, 0), "n must be"),

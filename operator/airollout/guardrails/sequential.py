@@ -230,8 +230,8 @@ def arm_from_histogram(edges: Sequence[float], cumulative: Sequence[float], tota
     if edges and edges[0] < 0:
         raise ValueError(f"histogram edges must be >= 0 (latencies, sizes), got {edges[0]!r}")
     last = edges[-1] if edges else 0.0
-    if not cap > last:
-        raise ValueError(f"the cap must be above the last finite edge {last!r}, got {cap!r}")
+    if not (cap > last and math.isfinite(cap)):
+        raise ValueError(f"the cap must be finite and above the last finite edge {last!r}, got {cap!r}")
     counts = _buckets(edges, cumulative)
     n = counts[-1]
     if n < 2:
