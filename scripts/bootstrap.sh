@@ -11,6 +11,6 @@ fi
 stamp=.venv/.installed-$(cat pyproject.toml testbed/pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   .venv/bin/pip install --quiet --upgrade pip
-  .venv/bin/pip install --quiet -e '.[test,console]' -e ./testbed
+  .venv/bin/pip install --quiet -e '.[test,console,scan,mcp]' -e ./testbed
   rm -f .venv/.installed-* && touch "$stamp"
 fi

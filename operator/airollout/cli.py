@@ -14,7 +14,9 @@ from importlib.metadata import entry_points
 
 from pydantic import ValidationError
 
+from airollout.agent.commands import add_commands as add_agent_commands
 from airollout.console import add_console_commands
+from airollout.instrument.commands import add_commands as add_instrument_commands
 from airollout.settings import Settings
 
 _DESCRIPTION = "Run the AIRollout operator; where the test bed is installed, also a local sandbox and the demo."
@@ -62,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
         )
     run.set_defaults(handler=_run)
     add_console_commands(commands)
+    add_instrument_commands(commands)
+    add_agent_commands(commands)
 
     plugged_in = entry_points(group=COMMANDS_GROUP)
     for command in plugged_in:
