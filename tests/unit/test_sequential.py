@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from airollout.guardrails import sequential
 from airollout.guardrails.sequential import (
     SEGMENT_ALPHA,
     Arm,
@@ -58,6 +59,40 @@ def gb_two_sided(c: Contrast, n_star: float) -> tuple[float, float, float]:
     x = mixing_index(GB_N, n_star, ALPHA, one_sided=False)
     low, high = two_sided_interval(c.estimate, se, x, ALPHA)
     return low, high, two_sided_p_value(c.estimate, se, x)
+
+
+def test_the_public_surface() -> None:
+    assert set(sequential.__all__) == {
+        "MIN_CANDIDATE_SAMPLES",
+        "MIN_EVENTS",
+        "SEGMENT_ALPHA",
+        "Arm",
+        "Assessment",
+        "Contrast",
+        "Design",
+        "HarmTest",
+        "Margin",
+        "alphas",
+        "arm_from_bounds",
+        "arm_from_histogram",
+        "arm_from_sums",
+        "assess",
+        "attributed_segments",
+        "average_e_value",
+        "combine",
+        "contrast",
+        "design",
+        "exceedance_arm",
+        "harm_test",
+        "mixing_index",
+        "one_sided_half_width",
+        "proportion_arm",
+        "relative_difference",
+        "segment_alarm",
+        "two_sided_interval",
+        "two_sided_p_value",
+        "validity",
+    }
 
 
 def test_v1_two_sided_relative_means_with_n_star_1000() -> None:
@@ -189,6 +224,7 @@ def test_histogram_counts_are_rounded_and_made_monotone_before_use() -> None:
         (lambda: arm_from_bounds(10, 5, 1, 0), "high > low"),
         (lambda: harm_test(Contrast(0.1, 0.0), ALPHA, 1.0), "variance"),
         (lambda: mixing_index(1, 1, 0.7), "alpha"),
+        (lambda: contrast(GB_A, GB_B, Margin(relative=1.0), higher_is_better=True), "must be below 1"),
     ],
 )
 def test_bad_input_is_refused_naming_what_to_fix(call: object, names: str) -> None:

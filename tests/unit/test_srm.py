@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from airollout.guardrails import srm
 from airollout.guardrails.srm import (
     SRM_MIN_PER_ARM,
     SRM_THRESHOLD,
@@ -18,6 +19,18 @@ from airollout.guardrails.srm import (
     sequential_srm_p_value,
     srm_check,
 )
+
+
+def test_the_public_surface() -> None:
+    assert sorted(srm.__all__) == [
+        "SRM_MIN_PER_ARM",
+        "SRM_THRESHOLD",
+        "SrmResult",
+        "chi_square_srm",
+        "chi_square_survival",
+        "sequential_srm_p_value",
+        "srm_check",
+    ]
 
 
 @pytest.mark.parametrize(

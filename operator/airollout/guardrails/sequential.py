@@ -271,6 +271,11 @@ def exceedance_arm(edges: Sequence[float], cumulative: Sequence[float], threshol
 
 def _factor(margin: Margin, higher_is_better: bool) -> float:
     """The control's coefficient in the harm contrast: 1 + relative, or 1 - relative the other way round."""
+    if higher_is_better and margin.relative >= 1:
+        raise ValueError(
+            f"a relative margin for a higher-is-better metric must be below 1 (100% lower is no value left), "
+            f"got {margin.relative:g}"
+        )
     return 1.0 - margin.relative if higher_is_better else 1.0 + margin.relative
 
 
