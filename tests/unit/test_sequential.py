@@ -304,6 +304,25 @@ def test_a_mean_design_scales_the_variance_with_the_harmed_mean() -> None:
     assert plan.required_candidate_n == math.ceil(expected)
 
 
+def test_a_higher_is_better_design_detects_a_drop() -> None:
+    def plan(relative: float) -> float:
+        return design(
+            0.8,
+            0.16,
+            proportion=True,
+            detect=Margin(relative=relative),
+            margin=Margin(),
+            candidate_share=0.05,
+            alpha=ALPHA,
+            higher_is_better=True,
+        ).required_candidate_n
+
+    # A 10 % drop in success (0.8 -> 0.72) takes more samples to show than a 20 % drop (0.8 -> 0.64).
+    assert plan(0.1) > plan(0.2)
+    with pytest.raises(ValueError, match="relative drop, below 1"):
+        plan(1.0)
+
+
 def test_a_detectable_harm_must_exceed_the_margin() -> None:
     with pytest.raises(ValueError, match="must exceed the margin"):
         design(

@@ -430,6 +430,11 @@ def design(
         raise ValueError(f"power must be in (0, 1), got {power!r}")
     if baseline_variance <= 0:
         raise ValueError(f"the baseline variance must be > 0, got {baseline_variance!r}")
+    if higher_is_better and detect.relative >= 1:
+        raise ValueError(
+            f"the harm to detect on a higher-is-better metric is a relative drop, below 1 (0.2 = 20% lower), "
+            f"got {detect.relative:g}"
+        )
     harmed = _factor(detect, higher_is_better) * baseline
     harmed += -detect.absolute if higher_is_better else detect.absolute
     factor = _factor(margin, higher_is_better)
