@@ -24,7 +24,8 @@ class Example:
     language: str
     files: dict[str, str]
     entry: str = ""
-    """For Python examples: ``module:function``, called with a user id, that makes the first declared call."""
+    """``FILE:function``: called with a user id, it makes the first unguarded call declared after its ``def``,
+    the call `airollout gate` is tried on. Empty for examples with nothing to gate."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def vector(user_id: str) -> object:
     return client.embeddings.create(model="text-embedding-3-small", input=user_id)  # site: OpenAI | text-embedding-3-small | unguarded
 """,
         },
-        "app.service:answer",
+        "app/service.py:answer",
     ),
     Example(
         "openai-guarded-py",
@@ -101,7 +102,7 @@ def answer(user_id: str) -> str:
     return str(azure.chat.completions.create(model="gpt-4o-deployment", messages=[]))  # site: Azure OpenAI | gpt-4o-deployment | unguarded
 """,
         },
-        "service:answer",
+        "service.py:answer",
     ),
     Example(
         "anthropic-py",
@@ -112,6 +113,10 @@ def answer(user_id: str) -> str:
             "llm/chat.py": """from .factory import claude
 
 
+def answer(user_id: str) -> str:
+    return Assistant().reply(user_id)
+
+
 class Assistant:
     def __init__(self) -> None:
         self.client = claude()
@@ -119,13 +124,9 @@ class Assistant:
     def reply(self, user_id: str) -> str:
         message = self.client.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=[])  # site: Anthropic | claude-sonnet-4-5 | unguarded
         return str(message)
-
-
-def answer(user_id: str) -> str:
-    return Assistant().reply(user_id)
 """,
         },
-        "llm.chat:answer",
+        "llm/chat.py:answer",
     ),
     Example(
         "google-py",
@@ -152,7 +153,7 @@ def vector(user_id: str) -> object:
     return client.models.embed_content(model="text-embedding-004", contents="hi")  # site: Google | text-embedding-004 | unguarded
 """,
         },
-        "service:answer",
+        "service.py:answer",
     ),
     Example(
         "bedrock-py",
@@ -170,7 +171,7 @@ def answer(user_id: str) -> str:
     return str(reply)
 """,
         },
-        "service:answer",
+        "service.py:answer",
     ),
     Example(
         "mistral-cohere-py",
@@ -195,7 +196,7 @@ def vector(user_id: str) -> object:
     return co.embed(model="embed-english-v3.0", texts=[user_id], input_type="search_query")  # site: Cohere | embed-english-v3.0 | unguarded
 """,
         },
-        "service:answer",
+        "service.py:answer",
     ),
     Example(
         "ollama-litellm-py",
@@ -217,7 +218,7 @@ def vector(user_id: str) -> object:
     return embedding(model="text-embedding-3-small", input=[user_id])  # site: LiteLLM | text-embedding-3-small | unguarded
 """,
         },
-        "service:answer",
+        "service.py:answer",
     ),
     Example(
         "langchain-py",
@@ -233,6 +234,10 @@ prompt = ChatPromptTemplate.from_template("Summarise: {text}")
 summarise = prompt | llm | StrOutputParser()
 agent = create_react_agent(llm, tools=[])
 embedder = OpenAIEmbeddings(model="text-embedding-3-large")
+
+
+def title(user_id: str) -> str:
+    return str(llm.invoke(f"A title for {user_id}"))  # site: LangChain | gpt-4o-mini | unguarded
 """,
             "service.py": """from chains import agent, embedder, prompt, summarise
 
@@ -250,7 +255,7 @@ def vector(user_id: str) -> object:
     return embedder.embed_query(user_id)  # site: LangChain | text-embedding-3-large | unguarded
 """,
         },
-        "service:answer",
+        "chains.py:title",
     ),
     Example(
         "llamaindex-py",
@@ -271,7 +276,7 @@ def vector(user_id: str) -> object:
     return embed_model.get_text_embedding(user_id)  # site: LlamaIndex | text-embedding-3-small | unguarded
 """,
         },
-        "service:answer",
+        "service.py:answer",
     ),
     Example(
         "huggingface-py",
@@ -292,7 +297,7 @@ def remote(user_id: str) -> object:
     return hub.chat_completion(model="meta-llama/Llama-3.1-8B-Instruct", messages=[])  # site: Hugging Face | meta-llama/Llama-3.1-8B-Instruct | unguarded
 """,
         },
-        "service:answer",
+        "service.py:answer",
     ),
     Example(
         "lookalikes-py",
@@ -335,6 +340,7 @@ export async function vector(userId: string) {
 }
 """,
         },
+        "src/service.ts:answer",
     ),
     Example(
         "openai-guarded-ts",
@@ -355,6 +361,7 @@ export async function answer(userId: string): Promise<string> {
 }
 """,
         },
+        "src/service.ts:answer",
     ),
     Example(
         "anthropic-google-ts",
@@ -386,6 +393,7 @@ export async function gemini(userId: string) {
 export const assistant = new Assistant();
 """,
         },
+        "src/service.ts:gemini",
     ),
     Example(
         "bedrock-mistral-cohere-ts",
@@ -406,6 +414,7 @@ export async function answer(userId: string) {
 }
 """,
         },
+        "src/service.ts:answer",
     ),
     Example(
         "ollama-js",
@@ -425,6 +434,7 @@ async function vector(userId) {
 module.exports = { answer, vector };
 """,
         },
+        "index.js:answer",
     ),
     Example(
         "langchain-llamaindex-ts",
@@ -451,6 +461,7 @@ export async function complete(userId: string) {
 }
 """,
         },
+        "src/service.ts:complete",
     ),
     Example(
         "vercel-ai-ts",
@@ -474,6 +485,7 @@ export async function vector(userId: string) {
 }
 """,
         },
+        "src/service.ts:answer",
     ),
     Example(
         "huggingface-ts",
@@ -494,6 +506,7 @@ export async function local(userId: string) {
 }
 """,
         },
+        "src/service.ts:local",
     ),
 )
 

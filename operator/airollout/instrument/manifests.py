@@ -38,7 +38,10 @@ def rollout_manifest(
     prometheus_url: str | None = None,
 ) -> dict[str, Any]:
     """An AIRollout of ``flag`` (variations ``candidate`` and ``control``); guardrails when Prometheus is given."""
-    selector = f'gen_ai_system="{provider.system}",feature_flag_key="{{{{flag}}}}",feature_flag_result_variant="{{{{variant}}}}"'
+    selector = (
+        f'gen_ai_system="{provider.system}",'
+        'feature_flag_key="{{flag}}",feature_flag_result_variant="{{variant}}"'
+    )
     spec: dict[str, Any] = {
         "flag": {"key": flag, "envId": env_id, "candidate": CANDIDATE, "control": CONTROL},
         "featbit": {"url": featbit_url, "tokenSecretRef": {"name": token_secret, "key": "token"}},
