@@ -33,6 +33,7 @@ _STEP_SECONDS = 1.0
 _ENTERED = ("Started", "StageAdvanced", "Recovered")
 _BREACH = ("GuardrailBreached", "RolledBack", "KillSwitchEngaged")
 _VARIANT_STYLE = {"candidate": "-", "control": "--"}
+_AFTER_THE_END_SECONDS = 15.0
 _LAST_SCRAPE_SLACK = 2.0
 """Seconds a final value takes to be scraped (every second) after the decision it led to."""
 
@@ -64,9 +65,11 @@ def write_reports(
         for rollout in rollouts:
             namespace, name = rollout["metadata"]["namespace"], rollout["metadata"]["name"]
             selector = f'namespace="{namespace}",rollout="{name}"'
-            exposure = _range(prometheus, f"airollout_rollout_percentage{{{selector}}}", start, end)
-            guardrails = _range(prometheus, f"airollout_guardrail_value{{{selector}}}", start, end)
             history = (rollout.get("status") or {}).get("history") or []
+            # A rollout that ended early is drawn up to a little after its end, not stretched over the whole run.
+            until = min(end, _ended(history) + _AFTER_THE_END_SECONDS)
+            exposure = _range(prometheus, f"airollout_rollout_percentage{{{selector}}}", start, until)
+            guardrails = _range(prometheus, f"airollout_guardrail_value{{{selector}}}", start, until)
             figure = _figure(name, exposure, guardrails, history, start)
             png, svg = directory / f"{name}.png", io.StringIO()
             figure.savefig(png, dpi=80)
@@ -148,7 +151,7 @@ def _mark_history(axes: Sequence[Axes], history: Sequence[Mapping[str, Any]], st
             for index, axis in enumerate(axes):
                 gid = f"stage-{stage}" if index == 0 else None  # ids are unique in a page
                 axis.axvline(at, color="grey", linewidth=0.7, linestyle="--", gid=gid)
-            axes[0].annotate(stage, (at, 102), fontsize="small", rotation=90, va="top", ha="right", color="grey")
+            axes[0].annotate(stage, (at, 102), fontsize="small", rotation=90, va="top", ha="left", color="grey")
         elif reason in _BREACH and not breached:
             breached = True  # the first one: the rollback that follows a breach is the same moment
             for index, axis in enumerate(axes):
