@@ -15,6 +15,7 @@ __all__ = [
     "PROVIDERS",
     "Provider",
     "embedding_operation",
+    "model_position",
     "provider_for_module",
     "provider_named",
 ]
@@ -240,6 +241,16 @@ PROVIDERS: tuple[Provider, ...] = (
 # The arguments that name the model: keyword arguments in Python, object keys in TypeScript.
 MODEL_KEYS = ("model", "model_id", "modelId", "model_name", "modelName", "repo_id")
 
+# Calls whose positional argument names the model when no keyword does (`GenerativeModel("gemini-1.5-pro")`,
+# `pipeline("text-generation", "distilgpt2")`), in either language.
+_POSITIONAL_MODEL = {
+    "GenerativeModel": 0, "getGenerativeModel": 0, "from_pretrained": 0, "completion": 0, "acompletion": 0,
+    "embedding": 0, "aembedding": 0, "text_completion": 0, "init_chat_model": 0, "InferenceClient": 0,
+    "ChatOllama": 0, "pipeline": 1,
+}  # fmt: skip
+# Ollama's Python functions take the model first: `ollama.chat("llama3.1", messages)`.
+_OLLAMA_POSITIONAL = frozenset({"chat", "generate", "embed", "embeddings"})
+
 # Evaluations of a flag: FeatBit's SDKs, OpenFeature's clients, LaunchDarkly's (and their async forms).
 FLAG_EVALUATIONS = frozenset(
     {
@@ -261,6 +272,13 @@ def provider_for_module(qualified: str) -> Provider | None:
             elif qualified == root or qualified.startswith((root + ".", root + "_", root + "/")):
                 return provider
     return None
+
+
+def model_position(provider: str, callee: str) -> int | None:
+    """Which positional argument of ``callee`` names the model, if one does."""
+    if provider == "Ollama" and callee in _OLLAMA_POSITIONAL:
+        return 0
+    return _POSITIONAL_MODEL.get(callee)
 
 
 def provider_named(name: str) -> Provider:

@@ -6,14 +6,13 @@ import ast
 import json
 
 from airollout.instrument.gating import VARIANT_CANDIDATE, VARIANT_CONTROL, Edit, GateRefused, GateRequest
-from airollout.instrument.providers import MODEL_KEYS
+from airollout.instrument.python_scan import model_argument
 from airollout.instrument.sites import Site
 
 __all__ = ["python_edits"]
 
 _IMPORTS = ("from fbclient import get as featbit_client\n", "from opentelemetry import trace\n")
 _VARIANT = "airollout_variant"
-_POSITIONAL_MODEL = {"GenerativeModel": 0, "from_pretrained": 0, "completion": 0, "acompletion": 0, "pipeline": 1}
 
 
 _Function = ast.FunctionDef | ast.AsyncFunctionDef
@@ -62,7 +61,7 @@ def python_edits(site: Site, source: str, request: GateRequest) -> list[Edit]:
     choose = f'{candidate} if {_VARIANT} == "{VARIANT_CANDIDATE}" else '
 
     edits: list[Edit] = []
-    slot = _model_slot(call)
+    slot = _model_slot(call, site.provider)
     if slot is not None:
         edits.append(Edit(*code.span(slot), f"({choose}{code.text(slot)})"))
     else:
@@ -110,16 +109,10 @@ def _user_parameter(function: _Function | None, site: Site) -> str:
     return named
 
 
-def _model_slot(call: ast.Call) -> ast.expr | None:
-    for keyword in call.keywords:
-        if keyword.arg in MODEL_KEYS:
-            return keyword.value
+def _model_slot(call: ast.Call, provider: str) -> ast.expr | None:
     func = call.func
-    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-    position = _POSITIONAL_MODEL.get(name)
-    if position is not None and len(call.args) > position:
-        return call.args[position]
-    return None
+    callee = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return model_argument(call, provider, callee)
 
 
 def _twin(
@@ -127,7 +120,7 @@ def _twin(
 ) -> list[Edit]:
     """A candidate twin of the client the call is made on, built beside it, and the call made on either."""
     receiver = call.func.value if isinstance(call.func, ast.Attribute) else call.func
-    built = _built(receiver, [*([function.body] if function else []), tree.body])
+    built = _built(receiver, [*([function.body] if function else []), tree.body], site.provider)
     if built is None:
         raise GateRefused(
             f"{site.address}: the model is neither at the call nor where {code.text(receiver)} is built in this "
@@ -136,7 +129,7 @@ def _twin(
     assert isinstance(receiver, ast.Name)
     constructor = _unwrapped(built.value)
     assert isinstance(constructor, ast.Call)
-    slot = _model_slot(constructor)
+    slot = _model_slot(constructor, site.provider)
     assert slot is not None
     value_start, value_end = code.span(built.value)
     slot_start, slot_end = code.span(slot)
@@ -149,7 +142,7 @@ def _twin(
     ]
 
 
-def _built(receiver: ast.expr, bodies: list[list[ast.stmt]]) -> ast.Assign | None:
+def _built(receiver: ast.expr, bodies: list[list[ast.stmt]], provider: str) -> ast.Assign | None:
     """The assignment that builds ``receiver`` (a plain name) with a model, in the function or the module."""
     if not isinstance(receiver, ast.Name):
         return None
@@ -159,7 +152,7 @@ def _built(receiver: ast.expr, bodies: list[list[ast.stmt]]) -> ast.Assign | Non
                 isinstance(statement, ast.Assign)
                 and [t.id for t in statement.targets if isinstance(t, ast.Name)] == [receiver.id]
                 and isinstance(value := _unwrapped(statement.value), ast.Call)
-                and _model_slot(value) is not None
+                and _model_slot(value, provider) is not None
             ):
                 return statement
     return None

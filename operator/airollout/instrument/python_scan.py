@@ -18,19 +18,14 @@ from airollout.instrument.providers import (
     MODEL_KEYS,
     Provider,
     embedding_operation,
+    model_position,
     provider_for_module,
 )
 from airollout.instrument.sites import Site
 from airollout.instrument.values import ProviderValue
 
-__all__ = ["scan_python"]
+__all__ = ["model_argument", "scan_python"]
 
-# Calls whose first positional argument (or, for `pipeline`, the second) is the model when no keyword names it.
-_POSITIONAL_MODEL = {
-    "GenerativeModel": 0, "from_pretrained": 0, "completion": 0, "acompletion": 0, "embedding": 0,
-    "aembedding": 0, "text_completion": 0, "init_chat_model": 0, "pipeline": 1, "InferenceClient": 0,
-}  # fmt: skip
-_OLLAMA_POSITIONAL = frozenset({"chat", "generate", "embed", "embeddings", "Client"})
 _PROMPT_KEYS = ("prompt", "prompt_id", "prompt_name")
 
 
@@ -291,16 +286,17 @@ def _literal(node: ast.expr | None) -> str | None:
     return None
 
 
-def _model_of(node: ast.Call, provider: Provider, name: str) -> str | None:
-    keyword = _literal(_keyword(node, MODEL_KEYS))
+def model_argument(node: ast.Call, provider: str, callee: str) -> ast.expr | None:
+    """The argument that names the model: a ``model=``-like keyword, else the provider's positional one."""
+    keyword = _keyword(node, MODEL_KEYS)
     if keyword is not None:
         return keyword
-    position = _POSITIONAL_MODEL.get(name)
-    if position is None and provider.name == "Ollama" and name in _OLLAMA_POSITIONAL:
-        position = 0
-    if position is not None and len(node.args) > position:
-        return _literal(node.args[position])
-    return None
+    position = model_position(provider, callee)
+    return node.args[position] if position is not None and len(node.args) > position else None
+
+
+def _model_of(node: ast.Call, provider: Provider, callee: str) -> str | None:
+    return _literal(model_argument(node, provider.name, callee))
 
 
 def _prompt_of(node: ast.Call) -> str | None:

@@ -7,8 +7,13 @@ import json
 from typing import TYPE_CHECKING
 
 from airollout.instrument.gating import VARIANT_CANDIDATE, VARIANT_CONTROL, Edit, GateRefused, GateRequest
-from airollout.instrument.providers import MODEL_KEYS
-from airollout.instrument.script_scan import parse_script
+from airollout.instrument.script_scan import (
+    FUNCTION_NODES,
+    descendants,
+    model_argument,
+    node_text,
+    parse_script,
+)
 from airollout.instrument.sites import Site
 
 if TYPE_CHECKING:
@@ -17,8 +22,6 @@ if TYPE_CHECKING:
 __all__ = ["script_edits"]
 
 _VARIANT = "airolloutVariant"
-_FUNCTIONS = frozenset({"function_declaration", "function_expression", "arrow_function", "method_definition"})
-_POSITIONAL_MODEL = {"pipeline": 1, "getGenerativeModel": 0}
 _IMPORTS = {
     "module": (
         'import { OpenFeature } from "@openfeature/server-sdk";\n',
@@ -31,13 +34,9 @@ _IMPORTS = {
 }
 
 
-def _text(node: Node) -> str:
-    return (node.text or b"").decode()
-
-
 def script_edits(site: Site, source: str, request: GateRequest) -> list[Edit]:
     tree = parse_script(site.path, source)
-    call = next((n for n in _descendants(tree.root_node) if n.type == "call_expression"
+    call = next((n for n in [tree.root_node, *descendants(tree.root_node)] if n.type == "call_expression"
                  and n.start_point == (site.line - 1, site.column - 1)), None)  # fmt: skip
     if call is None:
         raise GateRefused(f"{site.address}: no call starts at column {site.column}; scan the code again")
@@ -51,11 +50,13 @@ def script_edits(site: Site, source: str, request: GateRequest) -> list[Edit]:
     candidate = json.dumps(request.candidate)
     choose = f'{_VARIANT} === "{VARIANT_CANDIDATE}" ? {candidate} : '
     edits: list[Edit] = []
-    slot = _model_slot(call)
+    slot = _model_slot(call, site.provider)
     if slot is not None:
         # An argument needs no parentheses of its own; an object's value reads better with them.
         wrapped = (
-            f"{choose}{_text(slot)}" if slot.parent and slot.parent.type == "arguments" else f"({choose}{_text(slot)})"
+            f"{choose}{node_text(slot)}"
+            if slot.parent and slot.parent.type == "arguments"
+            else f"({choose}{node_text(slot)})"
         )
         edits.append(Edit(slot.start_byte, slot.end_byte, wrapped))
     else:
@@ -77,16 +78,6 @@ def script_edits(site: Site, source: str, request: GateRequest) -> list[Edit]:
     return edits
 
 
-def _descendants(node: Node) -> list[Node]:
-    found = []
-    pending = [node]
-    while pending:
-        current = pending.pop()
-        found.append(current)
-        pending.extend(current.named_children)
-    return found
-
-
 def _enclosing(call: Node) -> tuple[Node, Node | None]:
     statement: Node | None = None
     node = call
@@ -94,7 +85,7 @@ def _enclosing(call: Node) -> tuple[Node, Node | None]:
         parent = node.parent
         if statement is None and parent.type in ("statement_block", "program"):
             statement = node
-        if parent.type in _FUNCTIONS:
+        if parent.type in FUNCTION_NODES:
             if statement is None:
                 raise GateRefused("the call is an arrow function's expression body: give the function a block body")
             return statement, parent
@@ -109,7 +100,7 @@ def _user_parameter(function: Node, site: Site) -> str:
     for parameter in parameters.named_children if parameters is not None else []:
         pattern = parameter.child_by_field_name("pattern") or parameter
         if pattern.type == "identifier":
-            names.append(_text(pattern))
+            names.append(node_text(pattern))
     named = next((n for n in names if "user" in n.lower()), None)
     if named is None:
         raise GateRefused(
@@ -117,29 +108,6 @@ def _user_parameter(function: Node, site: Site) -> str:
             "does, for example --user req.user.id"
         )
     return named
-
-
-def _arguments(node: Node) -> list[Node]:
-    arguments = node.child_by_field_name("arguments")
-    return list(arguments.named_children) if arguments is not None else []
-
-
-def _model_slot(call: Node) -> Node | None:
-    """The node that names the model: a model key's value (inside `openai("...")`, its string), or a positional."""
-    for argument in _arguments(call):
-        objects = [argument] if argument.type == "object" else [a for a in _arguments(argument) if a.type == "object"]
-        for literal in objects:
-            for pair in literal.named_children:
-                key = pair.child_by_field_name("key")
-                if pair.type == "pair" and key is not None and _text(key).strip("\"'") in MODEL_KEYS:
-                    value = pair.child_by_field_name("value")
-                    inner = _arguments(value) if value is not None and value.type == "call_expression" else []
-                    return inner[0] if inner and inner[0].type == "string" else value
-    function = call.child_by_field_name("function") or call.child_by_field_name("constructor")
-    name = _text(function).rsplit(".", 1)[-1] if function is not None else ""
-    position = _POSITIONAL_MODEL.get(name)
-    arguments = _arguments(call)
-    return arguments[position] if position is not None and len(arguments) > position else None
 
 
 def _twin(call: Node, root: Node, function: Node, candidate: str, site: Site) -> list[Edit]:
@@ -153,22 +121,22 @@ def _twin(call: Node, root: Node, function: Node, candidate: str, site: Site) ->
             f"{site.address}: the model is neither at the call nor where its client is built in this file; pass "
             "the model at the call ({ model: ... }) and gate again"
         )
-    name = _text(receiver)
+    name = node_text(receiver)
     declarator = next(
         (
             node
             for scope in (function, root)
-            for node in _descendants(scope)
+            for node in [scope, *descendants(scope)]
             if node.type == "variable_declarator"
             and (declared := node.child_by_field_name("name")) is not None
-            and _text(declared) == name
+            and node_text(declared) == name
         ),
         None,
     )
     value = declarator.child_by_field_name("value") if declarator is not None else None
     constructor = value.named_children[0] if value is not None and value.type == "await_expression" else value
     slot = (
-        _model_slot(constructor)
+        _model_slot(constructor, site.provider)
         if constructor is not None and constructor.type in ("call_expression", "new_expression")
         else None
     )
@@ -183,9 +151,15 @@ def _twin(call: Node, root: Node, function: Node, candidate: str, site: Site) ->
         built[: slot.start_byte - value.start_byte] + candidate.encode() + built[slot.end_byte - value.start_byte :]
     )
     declaration = declarator.parent
-    keyword = "const" if _text(declaration).startswith("const") else "let"
+    keyword = "const" if node_text(declaration).startswith("const") else "let"
     indent = " " * declaration.start_point[1]
     return [
         Edit(declaration.end_byte, declaration.end_byte, f"\n{indent}{keyword} {twin} = {twin_value.decode()};"),
         Edit(receiver.start_byte, receiver.end_byte, f'({_VARIANT} === "{VARIANT_CANDIDATE}" ? {twin} : {name})'),
     ]
+
+
+def _model_slot(call: Node, provider: str) -> Node | None:
+    function = call.child_by_field_name("function") or call.child_by_field_name("constructor")
+    callee = node_text(function).rsplit(".", 1)[-1] if function is not None else ""
+    return model_argument(call, provider, callee)

@@ -14,20 +14,33 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from airollout.instrument.providers import FLAG_EVALUATIONS, MODEL_KEYS, embedding_operation, provider_for_module
+from airollout.instrument.providers import (
+    FLAG_EVALUATIONS,
+    MODEL_KEYS,
+    embedding_operation,
+    model_position,
+    provider_for_module,
+)
 from airollout.instrument.sites import Site
 from airollout.instrument.values import ProviderValue
 
 if TYPE_CHECKING:
     from tree_sitter import Node, Parser, Tree
 
-__all__ = ["ScannerMissing", "parse_script", "scan_scripts"]
+__all__ = [
+    "FUNCTION_NODES",
+    "ScannerMissing",
+    "descendants",
+    "model_argument",
+    "node_text",
+    "parse_script",
+    "scan_scripts",
+]
 
 _RESOLVE_SUFFIXES = (".ts", ".tsx", ".js", ".mjs", ".jsx", "/index.ts", "/index.js")
-_FUNCTIONS = frozenset({"function_declaration", "function_expression", "arrow_function", "method_definition",
+FUNCTION_NODES = frozenset({"function_declaration", "function_expression", "arrow_function", "method_definition",
                         "generator_function_declaration"})  # fmt: skip
-_SCOPES = _FUNCTIONS | {"class_declaration", "class"}
-_POSITIONAL_MODEL = {"pipeline": 1, "getGenerativeModel": 0, "ChatOllama": 0}
+_SCOPES = FUNCTION_NODES | {"class_declaration", "class"}
 _PROMPT_KEYS = ("prompt", "promptId", "system")
 _INSTALL = "pip install 'airollout[scan]'"
 
@@ -57,7 +70,7 @@ def parse_script(path: str, source: str) -> Tree:
     return _parser(PurePosixPath(path).suffix).parse(source.encode())
 
 
-def _text(node: Node | None) -> str:
+def node_text(node: Node | None) -> str:
     return (node.text or b"").decode() if node is not None else ""
 
 
@@ -68,7 +81,7 @@ def _string(node: Node | None) -> str | None:
     if node.type == "string" or (
         node.type == "template_string" and not any(c.type == "template_substitution" for c in node.named_children)
     ):
-        return _text(node)[1:-1]
+        return node_text(node)[1:-1]
     return None
 
 
@@ -166,17 +179,17 @@ class _Scope:
             elif node.type in ("function_declaration", "generator_function_declaration"):
                 name = node.child_by_field_name("name")
                 if name is not None:
-                    self.names[_text(name)] = _Function(node, self.path)
+                    self.names[node_text(name)] = _Function(node, self.path)
         # Names assigned from a flag evaluation, or from such a name, until nothing changes.
         changed = True
         while changed:
             changed = False
             for node in declarators:
                 name, value = node.child_by_field_name("name"), node.child_by_field_name("value")
-                if name is None or name.type != "identifier" or value is None or _text(name) in self.flagged:
+                if name is None or name.type != "identifier" or value is None or node_text(name) in self.flagged:
                     continue
                 if self.mentions_flag(value):
-                    self.flagged.add(_text(name))
+                    self.flagged.add(node_text(name))
                     changed = True
         return self.names
 
@@ -189,16 +202,16 @@ class _Scope:
             return
         for part in clause.named_children:
             if part.type == "identifier":  # the default export
-                self._set(_text(part), self._imported(source, "default", _text(part)))
+                self._set(node_text(part), self._imported(source, "default", node_text(part)))
             elif part.type == "namespace_import":
                 name = next((c for c in part.named_children if c.type == "identifier"), None)
-                self._set(_text(name), self._imported(source, None, ""))
+                self._set(node_text(name), self._imported(source, None, ""))
             elif part.type == "named_imports":
                 for specifier in part.named_children:
                     if specifier.type == "import_specifier":
-                        imported = _text(specifier.child_by_field_name("name"))
+                        imported = node_text(specifier.child_by_field_name("name"))
                         alias = specifier.child_by_field_name("alias")
-                        self._set(_text(alias) if alias else imported, self._imported(source, imported, imported))
+                        self._set(node_text(alias) if alias else imported, self._imported(source, imported, imported))
 
     def _imported(self, source: str, name: str | None, local: str) -> _Resolved | None:
         """What ``import`` gives: ``name`` None for the whole module, ``default`` for its default export."""
@@ -221,21 +234,21 @@ class _Scope:
         required = self._required(value)
         if name.type == "identifier":
             if value.type in ("arrow_function", "function_expression", "function"):
-                self.names[_text(name)] = _Function(value, self.path)
+                self.names[node_text(name)] = _Function(value, self.path)
             else:
-                self._set(_text(name), required if required is not None else self.resolve(value))
+                self._set(node_text(name), required if required is not None else self.resolve(value))
         elif name.type == "object_pattern":
             base = required if required is not None else self.resolve(value)
             for part in name.named_children:
                 if part.type == "shorthand_property_identifier_pattern":
-                    self._set(_text(part), self._member(base, _text(part)))
+                    self._set(node_text(part), self._member(base, node_text(part)))
                 elif part.type == "pair_pattern":
                     key, alias = part.child_by_field_name("key"), part.child_by_field_name("value")
                     if alias is not None and alias.type == "identifier":
-                        self._set(_text(alias), self._member(base, _text(key)))
+                        self._set(node_text(alias), self._member(base, node_text(key)))
 
     def _required(self, value: Node) -> _Resolved | None:
-        if value.type == "call_expression" and _text(value.child_by_field_name("function")) == "require":
+        if value.type == "call_expression" and node_text(value.child_by_field_name("function")) == "require":
             arguments = value.child_by_field_name("arguments")
             source = _string(arguments.named_children[0]) if arguments and arguments.named_children else None
             if source is not None:
@@ -265,7 +278,7 @@ class _Scope:
             return None
         kind = node.type
         if kind == "identifier":
-            return self.lookup(_text(node))
+            return self.lookup(node_text(node))
         if kind == "this":
             return self.lookup("this")
         if kind in ("await_expression", "parenthesized_expression", "as_expression", "non_null_expression",
@@ -274,7 +287,7 @@ class _Scope:
             return self.resolve(inner)
         if kind == "member_expression":
             return self._member(
-                self.resolve(node.child_by_field_name("object")), _text(node.child_by_field_name("property"))
+                self.resolve(node.child_by_field_name("object")), node_text(node.child_by_field_name("property"))
             )
         if kind in ("call_expression", "new_expression"):
             return self._call(node)
@@ -293,7 +306,7 @@ class _Scope:
         if not isinstance(callee, ProviderValue):
             # `prompt.pipe(llm)` where only the argument came from a provider.
             piped = function is not None and function.type == "member_expression"
-            if piped and _text(function.child_by_field_name("property")) == "pipe":  # type: ignore[union-attr]
+            if piped and node_text(function.child_by_field_name("property")) == "pipe":  # type: ignore[union-attr]
                 handed = [v for a in arguments if isinstance(v := self.resolve(a), ProviderValue) and v.bearing]
                 return handed[0].extend("|") if handed else None
             return None
@@ -302,26 +315,26 @@ class _Scope:
             handed = [v for a in arguments if isinstance(v := self.resolve(a), ProviderValue) and v.bearing]
             return callee.extend("|") if callee.bearing or not handed else handed[0].extend("|")
         handed = [v for a in arguments if isinstance(v := self.resolve(a), ProviderValue) and v.bearing]
-        model = _model_of(node, callee.chain[-1]) or next((v.model for v in handed), None)
+        model = _model_of(node, callee.provider.name, callee.chain[-1]) or next((v.model for v in handed), None)
         return callee.called(model, hands_model=model is not None or bool(handed))
 
     def mentions_flag(self, node: Node) -> bool:
-        for child in [node, *_descendants(node)]:
+        for child in [node, *descendants(node)]:
             if child.type == "call_expression":
                 function = child.child_by_field_name("function")
                 if function is not None and function.type == "member_expression":
                     function = function.child_by_field_name("property")
-                if _text(function) in FLAG_EVALUATIONS:
+                if node_text(function) in FLAG_EVALUATIONS:
                     return True
-            if child.type == "identifier" and self.is_flagged(_text(child)):
+            if child.type == "identifier" and self.is_flagged(node_text(child)):
                 return True
         return False
 
 
-def _descendants(node: Node) -> Iterator[Node]:
+def descendants(node: Node) -> Iterator[Node]:
     for child in node.named_children:
         yield child
-        yield from _descendants(child)
+        yield from descendants(child)
 
 
 def _arguments(node: Node) -> list[Node]:
@@ -354,37 +367,28 @@ def _returned(project: _Project, function: _Function, caller: _Scope) -> _Resolv
 def _object_value(node: Node, keys: tuple[str, ...]) -> Node | None:
     """The value of the first of ``keys`` in an object literal argument (or one inside a ``new X({...})``)."""
     for pair in node.named_children:
-        if pair.type == "pair" and _text(pair.child_by_field_name("key")).strip("\"'") in keys:
+        if pair.type == "pair" and node_text(pair.child_by_field_name("key")).strip("\"'") in keys:
             return pair.child_by_field_name("value")
     return None
 
 
-def _model_literal(node: Node | None) -> str | None:
-    """A string, or the string a provider function is handed (`openai("gpt-4o")`, `bedrock("...")`)."""
-    if node is None:
-        return None
-    literal = _string(node)
-    if literal is not None:
-        return literal
-    if node.type == "call_expression":
-        arguments = _arguments(node)
-        return _string(arguments[0]) if arguments else None
-    return None
-
-
-def _model_of(node: Node, name: str) -> str | None:
+def model_argument(node: Node, provider: str, callee: str) -> Node | None:
+    """The node that names the model: a model key's value in an object argument (or in ``new X({...})``), the
+    string a provider function is handed there (`model: openai("gpt-4o")`), else the positional one."""
     arguments = _arguments(node)
     for argument in arguments:
         if argument.type == "new_expression":
             argument = next(iter(_arguments(argument)), argument)
-        if argument.type == "object":
-            model = _model_literal(_object_value(argument, MODEL_KEYS))
-            if model is not None:
-                return model
-    position = _POSITIONAL_MODEL.get(name)
-    if position is not None and len(arguments) > position:
-        return _string(arguments[position])
-    return None
+        value = _object_value(argument, MODEL_KEYS) if argument.type == "object" else None
+        if value is not None:
+            handed = _arguments(value) if value.type == "call_expression" else []
+            return handed[0] if handed and handed[0].type == "string" else value
+    position = model_position(provider, callee)
+    return arguments[position] if position is not None and len(arguments) > position else None
+
+
+def _model_of(node: Node, provider: str, callee: str) -> str | None:
+    return _string(model_argument(node, provider, callee))
 
 
 def _prompt_of(node: Node) -> str | None:
@@ -413,7 +417,7 @@ class _Finder:
         for node in _walk(body):
             if node.type == "call_expression":
                 self._check(node, scope)
-            elif node.type in _FUNCTIONS:
+            elif node.type in FUNCTION_NODES:
                 inner = node.child_by_field_name("body")
                 if inner is not None:
                     local = _Scope(self.project, self.path, scope)
@@ -422,7 +426,7 @@ class _Finder:
                 self._class(node, scope)
 
     def _expression(self, node: Node, scope: _Scope) -> None:
-        for child in [node, *_descendants(node)]:
+        for child in [node, *descendants(node)]:
             if child.type == "call_expression":
                 self._check(child, scope)
 
@@ -438,24 +442,24 @@ class _Finder:
                 name = member.child_by_field_name("name") or member.child_by_field_name("property")
                 value = local.resolve(member.child_by_field_name("value"))
                 if name is not None and value is not None:
-                    instance.attributes[_text(name)] = value
+                    instance.attributes[node_text(name)] = value
             elif member.type == "method_definition":
                 method = _Scope(self.project, self.path, local)
                 method_body = member.child_by_field_name("body")
                 if method_body is None:
                     continue
                 method.bind(method_body)
-                for child in _descendants(method_body):
+                for child in descendants(method_body):
                     if child.type == "assignment_expression":
                         left = child.child_by_field_name("left")
                         if (
                             left is not None
                             and left.type == "member_expression"
-                            and _text(left.child_by_field_name("object")) == "this"
+                            and node_text(left.child_by_field_name("object")) == "this"
                         ):
                             value = method.resolve(child.child_by_field_name("right"))
                             if value is not None:
-                                instance.attributes[_text(left.child_by_field_name("property"))] = value
+                                instance.attributes[node_text(left.child_by_field_name("property"))] = value
         for member in body.named_children:
             if member.type == "method_definition":
                 method_body = member.child_by_field_name("body")
@@ -467,7 +471,7 @@ class _Finder:
         if found is None:
             return
         value, operation = found
-        model = _model_of(node, value.chain[-1]) or value.model
+        model = _model_of(node, value.provider.name, value.chain[-1]) or value.model
         (line, column), (end_line, end_column) = node.start_point, node.end_point
         self.sites.append(
             Site(
@@ -490,7 +494,7 @@ class _Finder:
         function = node.child_by_field_name("function")
         if function is not None and function.type == "member_expression":
             receiver = scope.resolve(function.child_by_field_name("object"))
-            method = _text(function.child_by_field_name("property"))
+            method = node_text(function.child_by_field_name("property"))
             if isinstance(receiver, ProviderValue) and receiver.invokes(method):
                 return receiver.extend(method), receiver.operation(method)
         callee = scope.resolve(function)
