@@ -97,3 +97,15 @@ def test_a_call_whose_function_names_no_user_asks_for_one(tmp_path: Path, capsys
     assert (
         main(["gate", "job.py:5", "--root", str(tmp_path), "--flag", "f", "--candidate", "m", "--user", "'batch'"]) == 0
     )
+
+
+def test_a_change_that_would_not_parse_is_never_proposed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The call sits in an `elif` test: the flag cannot be evaluated on a line of its own before it.
+    (tmp_path / "svc.py").write_text(
+        "import litellm\n\n\ndef answer(user_id, mode):\n    if mode:\n        pass\n"
+        "    elif litellm.completion(model='gpt-4o'):\n        pass\n"
+    )
+    before = (tmp_path / "svc.py").read_text()
+    assert main(["gate", "svc.py:7", "--root", str(tmp_path), "--flag", "f", "--candidate", "m", "--write"]) == 2
+    assert "the gated code would not parse" in capsys.readouterr().err
+    assert (tmp_path / "svc.py").read_text() == before

@@ -56,12 +56,25 @@ def gate_source(site: Site, source: str, request: GateRequest) -> str:
     if site.guarded:
         raise GateRefused(f"{site.address}: a feature flag already decides this call; nothing to gate")
     if site.language == "python":
+        import ast
+
         from airollout.instrument.python_gate import python_edits
 
-        return apply_edits(source, python_edits(site, source, request))
+        gated = apply_edits(source, python_edits(site, source, request))
+        try:
+            ast.parse(gated)
+        except SyntaxError as error:
+            raise GateRefused(
+                f"{site.address}: the gated code would not parse ({error.msg}); gate it by hand"
+            ) from None
+        return gated
     from airollout.instrument.script_gate import script_edits
+    from airollout.instrument.script_scan import parse_script
 
-    return apply_edits(source, script_edits(site, source, request))
+    gated = apply_edits(source, script_edits(site, source, request))
+    if parse_script(site.path, gated).root_node.has_error and not parse_script(site.path, source).root_node.has_error:
+        raise GateRefused(f"{site.address}: the gated code would not parse; gate it by hand")
+    return gated
 
 
 def unified_diff(path: str, before: str, after: str) -> str:
