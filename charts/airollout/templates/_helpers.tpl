@@ -62,15 +62,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/*
 What the operator calls in a namespace it watches, and nothing more:
-- the operator lists and watches AIRollouts, patches them (to remove a verb it handled) and their status
-  (a separate subresource, so a separate rule);
+- the operator lists and watches AIRollouts (it never reads one alone: the watch keeps each current), patches
+  them (to remove a verb it handled) and their status (a separate subresource, so a separate rule);
 - it posts core/v1 Events about the AIRollouts it handles;
 - the operator reads the Secrets each AIRollout names: the FeatBit token and the Prometheus credentials.
 */}}
 {{- define "airollout.namespacedRules" -}}
 - apiGroups: [airollout.dev]
   resources: [airollouts]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 - apiGroups: [airollout.dev]
   resources: [airollouts/status]
   verbs: [patch]

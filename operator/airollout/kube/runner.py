@@ -32,8 +32,10 @@ def run_operator(
         logging.getLogger("httpx").setLevel(logging.WARNING)
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf_settings = kopf.OperatorSettings()
-    # Namespaced: Kopf need not discover namespaces or CRDs cluster-wide, which a Role could not allow.
-    kopf_settings.scanning.disabled = bool(namespaces)
+    # Kopf finds AIRollouts' resource at start-up through API discovery, which every account may read; it
+    # need not watch CRDs or namespaces cluster-wide, rights the chart then never grants (in a namespaced
+    # install a Role could not). A CRD installed after the operator, or a new served version, takes a restart.
+    kopf_settings.scanning.disabled = True
     # One process per shard set, no peering: Kopf's peering freezes operators of equal priority.
     asyncio.run(
         kopf.operator(

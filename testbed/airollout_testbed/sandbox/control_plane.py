@@ -18,6 +18,23 @@ from airollout_testbed.waiting import wait_for
 APISERVER_READY_TIMEOUT = 120.0
 
 
+# Every request a ServiceAccount makes, with its answer's code: how a test proves the operator, running on a
+# ServiceAccount token, was never refused. Nothing else is recorded (the admin's requests are the tests' own).
+_AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    userGroups: ["system:serviceaccounts"]
+  - level: None
+"""
+
+
+def audit_log(directory: Path) -> Path:
+    """The apiserver's audit log: one JSON line per request made with a ServiceAccount token."""
+    return directory / "logs" / "audit.log"
+
+
 def start_etcd(directory: Path) -> str:
     """Start etcd on free loopback ports; returns its client URL."""
     client, peer = processes.free_port(), processes.free_port()
@@ -52,6 +69,8 @@ def start_apiserver(directory: Path, etcd_url: str) -> str:
     certs = directory / "pki"
     make_certs(certs)
     port = processes.free_port()
+    audit_policy = directory / "audit-policy.yaml"
+    audit_policy.write_text(_AUDIT_POLICY)
     started = processes.start(
         directory,
         "kube-apiserver",
@@ -72,6 +91,7 @@ def start_apiserver(directory: Path, etcd_url: str) -> str:
             # refuse every Pod; the sandbox has no kubelet to run one anyway.
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true", "--profiling=false", "--v=1",
+            f"--audit-policy-file={audit_policy}", f"--audit-log-path={audit_log(directory)}",
         ],
     )  # fmt: skip
     context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
