@@ -2,9 +2,10 @@
 
 The demo runs once for the module (`--keep`, so its sandbox stays up afterwards): two rollouts, one promoted
 and one rolled back on a breach, the operator's metrics scraped by the sandbox's real Prometheus. Then the
-kill switch is engaged on the promoted rollout, so the kill-switch panel has something to show. The tests
-read what a user would: the report the demo wrote, every dashboard panel's query and every alert rule
-against that Prometheus, and the operator's /metrics once a rollout is deleted.
+kill switch is engaged on the promoted rollout while FeatBit answers seconds late, so the kill-switch panels
+and the not-acknowledged alert have something to show. The tests read what a user would: the report the
+demo wrote, every dashboard panel's query and every alert rule against that Prometheus, and the operator's
+/metrics while the kill switch waits and once a rollout is deleted.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +31,15 @@ from airollout_testbed.sandbox.environment import down, read_env
 from airollout_testbed.sandbox.prometheus import scrape_targets_dir
 from airollout_testbed.sandbox.tools import tool
 from airollout_testbed.waiting import wait_for
-from tests.support.observability import alert_rules, panel_queries
+from tests.support.observability import alert_expr, alert_rules, panel_queries
 from tests.support.sandbox import require_tools
 
 pytestmark = pytest.mark.integration
 
 DEMO_TIMEOUT = 600
+FEATBIT_DELAY = 6.0
+"""Seconds FeatBit takes to answer while the kill switch is engaged: long enough for a few scrapes."""
+WAITING = 'airollout_kill_switch_unacknowledged_seconds{namespace="demo",rollout="summarizer-v2"}'
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -45,6 +49,8 @@ class DemoRun:
     env: dict[str, str]
     output: str
     started: float
+    seen_waiting: set[str] = field(default_factory=set)
+    """Where the kill switch was seen waiting for FeatBit: "metrics" (/metrics), "alert" (its alert fired)."""
 
     def kubectl(self, *args: str) -> str:
         return subprocess.run(
@@ -63,6 +69,34 @@ class DemoRun:
         answer.raise_for_status()
         data: dict[str, Any] = answer.json()
         return data
+
+    def featbit_latency(self, seconds: float) -> None:
+        """Make the FeatBit double answer every management call ``seconds`` late."""
+        httpx.post(
+            f"{self.env['FEATBIT_API_URL']}/_double/faults",
+            json={"latency": seconds},
+            headers={"Authorization": self.env["FEATBIT_TOKEN"]},
+            timeout=10,
+        ).raise_for_status()
+
+    def engage_kill_switch_while_featbit_is_slow(self, name: str) -> None:
+        alert = alert_expr("AIRolloutKillSwitchNotAcknowledged", "prometheusRule.killSwitchUnacknowledgedSeconds=1")
+
+        def rolled_back() -> bool:
+            if WAITING in self.operator_metrics():
+                self.seen_waiting.add("metrics")
+            if any(
+                s["metric"]["rollout"] == name for s in self.prometheus("/api/v1/query", query=alert)["data"]["result"]
+            ):
+                self.seen_waiting.add("alert")
+            return self.phase(name) == "RolledBack"
+
+        self.featbit_latency(FEATBIT_DELAY)
+        try:
+            self.kubectl("patch", "airollout", name, "--type=merge", "-p", '{"spec":{"killSwitch":true}}')
+            wait_for(f"the kill switch to roll {name} back", rolled_back, timeout=60, interval=0.2)
+        finally:
+            self.featbit_latency(0)
 
     def operator_metrics(self) -> str:
         target = json.loads((scrape_targets_dir(self.directory) / f"{OPERATOR_JOB}.json").read_text())
@@ -83,8 +117,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         )  # fmt: skip
         assert ran.returncode == 0, ran.stdout + ran.stderr
         run = DemoRun(directory, read_env(directory), ran.stdout, started)
-        run.kubectl("patch", "airollout", "summarizer-v2", "--type=merge", "-p", '{"spec":{"killSwitch":true}}')
-        wait_for("the kill switch to roll summarizer-v2 back", lambda: run.phase("summarizer-v2") == "RolledBack")
+        run.engage_kill_switch_while_featbit_is_slow("summarizer-v2")
         time.sleep(3)  # a few scrapes of the operator after the kill switch
         yield run
     finally:
@@ -143,11 +176,19 @@ def test_the_alert_rules_parse_and_only_the_rollbacks_fire_after_the_demo(demo: 
 
 
 def test_the_operator_down_alert_reads_the_operators_real_scrape_target(demo: DemoRun) -> None:
-    (expr,) = [r["expr"] for g in alert_rules("prometheusRule.operatorJob=no-such-job") for r in g["rules"]
-               if r["alert"] == "AIRolloutOperatorDown"]  # fmt: skip
+    expr = alert_expr("AIRolloutOperatorDown", "prometheusRule.operatorJob=no-such-job")
     assert demo.prometheus("/api/v1/query", query=expr)["data"]["result"], "an unscraped job counts as down"
     up = demo.prometheus("/api/v1/query", query=f'up{{job="{OPERATOR_JOB}"}}')["data"]["result"]
     assert [s["value"][1] for s in up] == ["1"]
+
+
+def test_a_kill_switch_waiting_for_featbit_shows_on_metrics_and_fires_its_alert_until_acknowledged(
+    demo: DemoRun,
+) -> None:
+    assert demo.seen_waiting == {"metrics", "alert"}
+    assert WAITING not in demo.operator_metrics()  # acknowledged: the series is gone
+    latency = demo.prometheus("/api/v1/query", query="max(airollout_kill_switch_seconds_sum)")["data"]["result"]
+    assert float(latency[0]["value"][1]) >= FEATBIT_DELAY
 
 
 def test_a_deleted_rollouts_series_leave_the_operators_metrics(demo: DemoRun) -> None:

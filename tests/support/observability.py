@@ -32,6 +32,12 @@ def alert_rules(*sets: str) -> list[dict[str, Any]]:
     return groups
 
 
+def alert_expr(alert: str, *sets: str) -> str:
+    """The expression of the chart's alert named ``alert``, rendered with ``--set`` values ``sets``."""
+    (expr,) = [rule["expr"] for group in alert_rules(*sets) for rule in group["rules"] if rule["alert"] == alert]
+    return str(expr)
+
+
 def panel_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) for every query of the dashboard, its variables set as Grafana sets "All"."""
     dashboard = json.loads(DASHBOARD.read_text())
