@@ -34,7 +34,7 @@ from airollout_testbed.waiting import wait_for
 from tests.support.observability import alert_expr, alert_rules, panel_queries
 from tests.support.sandbox import require_tools
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]  # the demo runs in setup
 
 DEMO_TIMEOUT = 600
 FEATBIT_DELAY = 6.0
