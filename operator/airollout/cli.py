@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from airollout.agent.commands import add_commands as add_agent_commands
 from airollout.console import add_console_commands
 from airollout.instrument.commands import add_commands as add_instrument_commands
+from airollout.replay.command import add_command as add_replay_command
 from airollout.settings import Settings
 
 _DESCRIPTION = "Run the AIRollout operator; where the test bed is installed, also a local sandbox and the demo."
@@ -66,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     add_console_commands(commands)
     add_instrument_commands(commands)
     add_agent_commands(commands)
+    add_replay_command(commands)
 
     plugged_in = entry_points(group=COMMANDS_GROUP)
     for command in plugged_in:
