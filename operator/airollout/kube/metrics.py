@@ -130,17 +130,22 @@ def _record_guardrails(namespace: str, name: str, guardrails: tuple[GuardrailSta
         current.add((guardrail.name, guardrail.segment))
         for variant, value in (("candidate", guardrail.value), ("control", guardrail.control_value)):
             if value is None:
-                GUARDRAIL_VALUE.remove(*labels, variant)
+                # remove_by_labels, unlike remove, is a no-op for a series never set (and in every version we allow).
+                GUARDRAIL_VALUE.remove_by_labels(_labels(*labels, variant=variant))
             else:
                 GUARDRAIL_VALUE.labels(*labels, variant).set(value)
         for outcome in dict.fromkeys((*_OUTCOMES, guardrail.outcome)):
             GUARDRAIL_OUTCOME.labels(*labels, outcome).set(1.0 if guardrail.outcome == outcome else 0.0)
     # A guardrail or segment gone from status (spec changed, a segment stopped reporting) goes from the metrics.
     for guardrail_name, segment in _recorded_guardrails.get((namespace, name), set()) - current:
-        gone = {"namespace": namespace, "rollout": name, "guardrail": guardrail_name, "segment": segment}
+        gone = _labels(namespace, name, guardrail_name, segment)
         GUARDRAIL_VALUE.remove_by_labels(gone)
         GUARDRAIL_OUTCOME.remove_by_labels(gone)
     _recorded_guardrails[(namespace, name)] = current
+
+
+def _labels(namespace: str, name: str, guardrail: str, segment: str, **more: str) -> dict[str, str]:
+    return {"namespace": namespace, "rollout": name, "guardrail": guardrail, "segment": segment, **more}
 
 
 @contextmanager
@@ -150,7 +155,7 @@ def kill_switch_waiting(namespace: str, name: str, seen_at: float) -> Iterator[N
     try:
         yield
     finally:
-        KILL_SWITCH_UNACKNOWLEDGED.remove(namespace, name)
+        KILL_SWITCH_UNACKNOWLEDGED.remove_by_labels({"namespace": namespace, "rollout": name})
 
 
 def forget_shard(rollouts: list[tuple[object, object]]) -> None:
