@@ -37,7 +37,7 @@ def test_candidate_and_control_values_and_the_outcome_are_recorded_per_segment()
     assert sample("airollout_guardrail_value", **labels, variant="candidate") == 0.09
     assert sample("airollout_guardrail_value", **labels, variant="control") == 0.01
     assert sample("airollout_guardrail_outcome", **labels, outcome="Breached") == 1.0
-    assert sample("airollout_guardrail_outcome", **labels, outcome="Passed") == 0.0
+    assert sample("airollout_guardrail_outcome", **labels, outcome="Passed") is None  # one series per segment
     assert sample("airollout_rollout_percentage", namespace="ns-a", rollout="r1") == 25.0
     assert sample("airollout_rollout_phase", namespace="ns-a", rollout="r1", phase="Progressing") == 1.0
     assert sample("airollout_decisions_total", namespace="ns-a", rollout="r1", reason="GuardrailBreached") == 1.0
@@ -55,6 +55,7 @@ def test_a_segment_gone_from_status_and_a_value_no_longer_measured_leave_the_met
     en = {"namespace": "ns-b", "rollout": "r1", "guardrail": "error-rate", "segment": "en"}
     assert sample("airollout_guardrail_value", **en, variant="candidate") is None
     assert sample("airollout_guardrail_outcome", **en, outcome="NoData") == 1.0
+    assert sample("airollout_guardrail_outcome", **en, outcome="Passed") is None
     de = {**en, "segment": "de"}
     assert sample("airollout_guardrail_value", **de, variant="candidate") is None
     assert sample("airollout_guardrail_outcome", **de, outcome="Passed") is None

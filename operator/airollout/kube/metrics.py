@@ -13,12 +13,12 @@ import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from airollout import __version__
-from airollout.guardrails.judging import Outcome
 from airollout.model import AIRolloutStatus, GuardrailStatus, Phase
 from airollout.reasons import Reason
 
@@ -62,7 +62,8 @@ GUARDRAIL_VALUE = Gauge(
 )
 GUARDRAIL_OUTCOME = Gauge(
     "airollout_guardrail_outcome",
-    "1 for a guardrail's last outcome per segment (Passed, Warning, Breached, NoData, Error), 0 for the others.",
+    "1, labelled with a guardrail's last outcome per segment (Passed, Warning, Breached, NoData, Error): one series "
+    "per guardrail and segment.",
     [*_GUARDRAIL, "outcome"],
 )
 RECONCILE_SECONDS = Histogram("airollout_reconcile_seconds", "Time one reconciliation took (observe, plan, act).")
@@ -98,11 +99,21 @@ SCHEDULER_LATENESS = Histogram(
 SCHEDULER_DEPTH = Gauge("airollout_scheduler_queue_depth", "Rollouts due and waiting for a routine worker.")
 TRACKED = Gauge("airollout_rollouts_tracked", "AIRollouts this operator process is responsible for.")
 
-_PER_ROLLOUT = (DECISIONS, PERCENTAGE, PHASE, GUARDRAIL_VALUE, GUARDRAIL_OUTCOME, KILL_SWITCH_UNACKNOWLEDGED)
-_OUTCOMES = tuple(outcome.value for outcome in Outcome)
 _COUNTED_FROM_ZERO = (Reason.ROLLED_BACK, Reason.KILL_SWITCH_ENGAGED, Reason.GUARDRAIL_BREACHED, Reason.PROMOTED)
-_recorded_guardrails: dict[tuple[str, str], set[tuple[str, str]]] = {}
-"""(guardrail, segment) pairs with series, per rollout: those missing from the next status are removed."""
+_VARIANTS = ("candidate", "control")
+
+
+@dataclass
+class _Recorded:
+    """The labels one rollout has series under, so that they are removed exactly (a scan of every series per
+    rollout would cost seconds when a replica hands a thousand rollouts over)."""
+
+    reasons: set[str] = field(default_factory=lambda: set(_COUNTED_FROM_ZERO))
+    outcomes: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The outcome last recorded per (guardrail, segment)."""
+
+
+_recorded: dict[tuple[str, str], _Recorded] = {}
 
 
 def serve(port: int) -> None:
@@ -111,41 +122,42 @@ def serve(port: int) -> None:
 
 def record(namespace: str, name: str, status: AIRolloutStatus, reasons: list[str]) -> None:
     """The decided status as series: phase, exposure, guardrail values and outcomes; one count per decision."""
-    if (namespace, name) not in _recorded_guardrails:
+    recorded = _recorded.get((namespace, name))
+    if recorded is None:
+        recorded = _recorded[(namespace, name)] = _Recorded()
         # From 0, so that `increase()` sees the first one: a counter first scraped at 1 shows no increase.
-        for counted in _COUNTED_FROM_ZERO:
+        for counted in recorded.reasons:
             DECISIONS.labels(namespace, name, counted)
     for reason in reasons:
         DECISIONS.labels(namespace, name, reason).inc()
+        recorded.reasons.add(reason)
     PERCENTAGE.labels(namespace, name).set(status.percentage or 0.0)
     for phase in Phase:
         PHASE.labels(namespace, name, phase.value).set(1.0 if status.phase is phase else 0.0)
-    _record_guardrails(namespace, name, status.guardrails)
+    _record_guardrails(namespace, name, status.guardrails, recorded)
 
 
-def _record_guardrails(namespace: str, name: str, guardrails: tuple[GuardrailStatus, ...]) -> None:
-    current = set()
+def _record_guardrails(namespace: str, name: str, guardrails: tuple[GuardrailStatus, ...], recorded: _Recorded) -> None:
+    outcomes = {}
     for guardrail in guardrails:
         labels = (namespace, name, guardrail.name, guardrail.segment)
-        current.add((guardrail.name, guardrail.segment))
-        for variant, value in (("candidate", guardrail.value), ("control", guardrail.control_value)):
+        outcomes[(guardrail.name, guardrail.segment)] = guardrail.outcome
+        for variant, value in zip(_VARIANTS, (guardrail.value, guardrail.control_value), strict=True):
             if value is None:
-                # remove_by_labels, unlike remove, is a no-op for a series never set (and in every version we allow).
-                GUARDRAIL_VALUE.remove_by_labels(_labels(*labels, variant=variant))
+                GUARDRAIL_VALUE.remove(*labels, variant)
             else:
                 GUARDRAIL_VALUE.labels(*labels, variant).set(value)
-        for outcome in dict.fromkeys((*_OUTCOMES, guardrail.outcome)):
-            GUARDRAIL_OUTCOME.labels(*labels, outcome).set(1.0 if guardrail.outcome == outcome else 0.0)
-    # A guardrail or segment gone from status (spec changed, a segment stopped reporting) goes from the metrics.
-    for guardrail_name, segment in _recorded_guardrails.get((namespace, name), set()) - current:
-        gone = _labels(namespace, name, guardrail_name, segment)
-        GUARDRAIL_VALUE.remove_by_labels(gone)
-        GUARDRAIL_OUTCOME.remove_by_labels(gone)
-    _recorded_guardrails[(namespace, name)] = current
-
-
-def _labels(namespace: str, name: str, guardrail: str, segment: str, **more: str) -> dict[str, str]:
-    return {"namespace": namespace, "rollout": name, "guardrail": guardrail, "segment": segment, **more}
+        GUARDRAIL_OUTCOME.labels(*labels, guardrail.outcome).set(1.0)
+    # Only now, so a scrape in between never finds the guardrail without an outcome. A guardrail or segment
+    # gone from status (spec changed, a segment stopped reporting) goes from the metrics.
+    for (guardrail_name, segment), outcome in recorded.outcomes.items():
+        labels = (namespace, name, guardrail_name, segment)
+        if outcomes.get((guardrail_name, segment)) != outcome:
+            GUARDRAIL_OUTCOME.remove(*labels, outcome)
+        if (guardrail_name, segment) not in outcomes:
+            for variant in _VARIANTS:
+                GUARDRAIL_VALUE.remove(*labels, variant)
+    recorded.outcomes = outcomes
 
 
 @contextmanager
@@ -155,7 +167,7 @@ def kill_switch_waiting(namespace: str, name: str, seen_at: float) -> Iterator[N
     try:
         yield
     finally:
-        KILL_SWITCH_UNACKNOWLEDGED.remove_by_labels({"namespace": namespace, "rollout": name})
+        KILL_SWITCH_UNACKNOWLEDGED.remove(namespace, name)
 
 
 def forget_shard(rollouts: list[tuple[object, object]]) -> None:
@@ -166,9 +178,19 @@ def forget_shard(rollouts: list[tuple[object, object]]) -> None:
 
 def forget(namespace: str, name: str) -> None:
     """Drop every series of a deleted rollout."""
-    for metric in _PER_ROLLOUT:
-        metric.remove_by_labels({"namespace": namespace, "rollout": name})
-    _recorded_guardrails.pop((namespace, name), None)
+    PERCENTAGE.remove(namespace, name)
+    KILL_SWITCH_UNACKNOWLEDGED.remove(namespace, name)
+    for phase in Phase:
+        PHASE.remove(namespace, name, phase.value)
+    recorded = _recorded.pop((namespace, name), None)
+    if recorded is None:
+        return
+    for reason in recorded.reasons:
+        DECISIONS.remove(namespace, name, reason)
+    for (guardrail_name, segment), outcome in recorded.outcomes.items():
+        GUARDRAIL_OUTCOME.remove(namespace, name, guardrail_name, segment, outcome)
+        for variant in _VARIANTS:
+            GUARDRAIL_VALUE.remove(namespace, name, guardrail_name, segment, variant)
 
 
 class TimedTransport(httpx.AsyncBaseTransport):
