@@ -19,12 +19,11 @@ _MIN_RETRY = timedelta(seconds=1)
 
 
 def problem_since(status: AIRolloutStatus) -> datetime | None:
-    """Since when FeatBit (or a Secret it needs) could not be used, if it cannot be now."""
+    """Since when FeatBit (or a Secret it needs, or a guardrail template) could not be used, if it cannot be now."""
     for condition in status.conditions:
-        if (
-            condition.type == ConditionType.FEATBIT_SYNCED
-            and condition.status == "False"
-            and condition.reason != Reason.FLAG_EDITED_OUT_OF_BAND
+        if condition.status == "False" and (
+            (condition.type == ConditionType.FEATBIT_SYNCED and condition.reason != Reason.FLAG_EDITED_OUT_OF_BAND)
+            or condition.type == ConditionType.GUARDRAIL_TEMPLATES_RESOLVED
         ):
             return condition.last_transition_time
     return None

@@ -21,6 +21,7 @@ from typing import Any
 from airollout.guardrails.judging import GuardrailVerdict, Outcome, overall
 from airollout.model import (
     HISTORY_LIMIT,
+    POST_RELEASE_STAGE,
     TERMINAL_PHASES,
     AIRolloutSpec,
     AIRolloutStatus,
@@ -28,9 +29,13 @@ from airollout.model import (
     GuardrailStatus,
     HistoryEntry,
     OnBreach,
+    OnPostReleaseBreach,
     Phase,
+    PostRelease,
     parse_duration,
 )
+from airollout.model.comparison import InsufficientSample, OnMismatch
+from airollout.model.status import ComparisonRecord, SampleRatioStatus
 from airollout.reasons import ConditionType, Reason
 
 ACTION_ANNOTATION = "airollout.dev/action"
@@ -94,6 +99,8 @@ class Observation:
     problem: Problem | None = None
     verdicts: tuple[GuardrailVerdict, ...] | None = None
     """None when the guardrails were not measured this time."""
+    sample_ratio: SampleRatioStatus | None = None
+    """The split's check, when it was made this time."""
     verb: str | None = None
     actor: str = "operator"
     verb_key: str | None = None
@@ -103,6 +110,8 @@ class Observation:
     verb_reason: str | None = None
     """Why the verb was asked for (`airollout.dev/action-reason`), added to what it records."""
     invalid_spec: str | None = None
+    unresolved: Problem | None = None
+    """Set when a guardrail template the spec references cannot be used: nothing starts or advances."""
     kill: KillRequest | None = None
     late: str | None = None
     """Set when this work started well after it was due: how late, and why (the engine's queue)."""
@@ -234,6 +243,29 @@ def plan_failure(status: AIRolloutStatus, problem: Problem, now: datetime, gener
     return Decision(status=new, entries=entries)
 
 
+def plan_delivery(status: AIRolloutStatus, failure: str | None, now: datetime) -> Decision:
+    """The status after a notification was delivered (``failure`` None) or given up on.
+
+    The condition NotificationsDelivered appears with the first failure, and one history entry (an Event)
+    marks each new failure; a delivery after a failure sets it True again. The rollout itself never waits.
+    """
+    previous = _find(status.conditions, ConditionType.NOTIFICATIONS_DELIVERED)
+    if failure is None:
+        if previous is None or previous.status == "True":
+            return Decision(status=status)
+        delivered = Problem(Reason.NOTIFICATIONS_DELIVERED, "notifications are delivered again")
+        conditions = _set_condition(status.conditions, ConditionType.NOTIFICATIONS_DELIVERED, True, delivered, now)
+        return Decision(status=status.model_copy(update={"conditions": conditions}))
+    problem = Problem(Reason.NOTIFICATION_FAILED, failure)
+    repeated = previous is not None and previous.status == "False" and previous.message == failure
+    entries = () if repeated else (_entry(now, problem.reason, status, failure),)
+    conditions = _set_condition(status.conditions, ConditionType.NOTIFICATIONS_DELIVERED, False, problem, now)
+    return Decision(
+        status=status.model_copy(update={"conditions": conditions, "history": _append(status.history, entries)}),
+        entries=entries,
+    )
+
+
 class _Planner:
     def __init__(
         self, spec: AIRolloutSpec, status: AIRolloutStatus, observation: Observation, now: datetime, generation: int
@@ -264,14 +296,21 @@ class _Planner:
         elif self.status.phase is Phase.FAILED and self.old.observed_generation != self.generation:
             self._recover_from_invalid_spec()
         elif self.status.phase is Phase.PENDING:
-            self._start()
+            if self.obs.unresolved is not None:
+                self._unresolved(self.obs.unresolved)
+            else:
+                self._start()
         elif self.status.phase in (Phase.PROGRESSING, Phase.PAUSED):
             self._observe_flag()
             if self.status.phase is Phase.PROGRESSING and self.old.observed_generation not in (None, self.generation):
                 self._follow_spec_edit()
             self._judge()
-            if self.status.phase is Phase.PROGRESSING and not self.actions and self.obs.problem is None:
+            if self.obs.unresolved is not None:
+                self._unresolved(self.obs.unresolved)
+            elif self.status.phase is Phase.PROGRESSING and not self.actions and self.obs.problem is None:
                 self._maybe_advance()
+        if self.obs.unresolved is None:
+            self._resolved()
         if self.consume_verb and self.obs.verb_key is not None:
             self._update(handled_action=self.obs.verb_key)
             self.consume_verb = not self.obs.verb_declarative
@@ -298,6 +337,21 @@ class _Planner:
         self._record(Reason.INVALID_SPEC, message)
         self._update(phase=phase, message=message)
         self._condition(ConditionType.PROGRESSING, False, Reason.INVALID_SPEC, message)
+
+    def _unresolved(self, problem: Problem) -> None:
+        """Hold where the rollout is (a template is missing or unusable): said once, kept in the condition."""
+        previous = _find(self.status.conditions, ConditionType.GUARDRAIL_TEMPLATES_RESOLVED)
+        if previous is not None and previous.status == "False" and previous.message == problem.message:
+            return
+        self._record(problem.reason, problem.message)
+        self._update(message=problem.message)
+        self._condition(ConditionType.GUARDRAIL_TEMPLATES_RESOLVED, False, problem.reason, problem.message)
+
+    def _resolved(self) -> None:
+        previous = _find(self.status.conditions, ConditionType.GUARDRAIL_TEMPLATES_RESOLVED)
+        if previous is not None and previous.status == "False":
+            why = "every guardrail template resolves"
+            self._condition(ConditionType.GUARDRAIL_TEMPLATES_RESOLVED, True, Reason.GUARDRAIL_TEMPLATES_RESOLVED, why)
 
     def _recover_from_invalid_spec(self) -> None:
         phase = Phase.PENDING if self.status.stage_index is None else Phase.PROGRESSING
@@ -345,7 +399,15 @@ class _Planner:
                 self._reject(verb, "spec.killSwitch is true: set it to false first, then retry")
             else:
                 self._record(Reason.RESTARTED, f"retry requested by {actor}: restarting from the first stage", actor)
-                self._update(phase=Phase.PENDING, stage_index=None, pause_reason=None, consecutive_errors=0)
+                # A restart is a new analysis: the candidate is served to other users, with a fresh budget.
+                self._update(
+                    phase=Phase.PENDING,
+                    stage_index=None,
+                    pause_reason=None,
+                    consecutive_errors=0,
+                    comparisons=(),
+                    sample_ratio=None,
+                )
                 self._start(actor=actor)
         elif phase in TERMINAL_PHASES or phase is Phase.PENDING:
             self._reject(verb, f"the rollout is {phase}")
@@ -398,7 +460,7 @@ class _Planner:
             self._record(Reason.RECOVERED, "FeatBit already serves control with the flag off: recorded the rollback")
             self._update(phase=Phase.ROLLED_BACK, percentage=0.0, flag_revision=view.revision)
         elif view.sync is FlagSync.AHEAD and view.stage_index is not None:
-            stage = self.spec.stages[view.stage_index]
+            stage = self.spec.path[view.stage_index]
             self._record(
                 Reason.RECOVERED,
                 f"FeatBit already serves stage {stage.name} ({stage.percentage:g}%): recorded without writing again",
@@ -416,7 +478,10 @@ class _Planner:
         index = self.status.stage_index
         if index is None:
             return
-        names = [s.name for s in self.spec.stages]
+        names = [s.name for s in self.spec.path]
+        if self.status.stage_name == POST_RELEASE_STAGE and self.spec.post_release is None:
+            self._complete(f"spec.postRelease removed (generation {self.generation})")
+            return
         if self.status.stage_name in names:
             new_index = names.index(self.status.stage_name)
             message = f"spec changed (generation {self.generation}); stage {self.status.stage_name} re-applied"
@@ -429,7 +494,7 @@ class _Planner:
                 f"spec changed (generation {self.generation}): stage {self.status.stage_name} no longer exists; "
                 f"continuing at stage {self.spec.stages[new_index].name}, the first that keeps at least {current:g}%"
             )
-        stage = self.spec.stages[new_index]
+        stage = self.spec.path[new_index]
         self._record(Reason.SPEC_CHANGED, message)
         self._update(stage_index=new_index, stage_name=stage.name, percentage=stage.percentage)
         self._apply(new_index, message)
@@ -444,7 +509,10 @@ class _Planner:
             guardrails=tuple(_guardrail_statuses(verdicts)),
             guardrail_summary=_summary(verdicts),
             last_analysis_at=self.now,
+            comparisons=_comparisons(self.spec, self.status.comparisons, verdicts),
         )
+        if self._check_split():
+            return
         previous = _find(self.old.conditions, ConditionType.GUARDRAILS_PASSING)
         changed = previous is None or previous.reason != _OUTCOME_REASON[outcome]
         self._condition(
@@ -466,12 +534,50 @@ class _Planner:
         if self.status.phase is Phase.PAUSED and self.status.pause_reason == Reason.GUARDRAIL_QUERY_FAILED:
             self._resume("guardrail queries answer again", "operator", reapply=False)
         if outcome is Outcome.BREACHED:
-            self._breach(verdicts)
+            self._breach(verdicts, changed)
         elif changed and outcome in (Outcome.WARNING, Outcome.NO_DATA):
             reason = Reason.GUARDRAIL_WARNING if outcome is Outcome.WARNING else Reason.GUARDRAIL_NO_DATA
             self._record(reason, f"holding at stage {self.status.stage_name}: {_explain(verdicts)}")
+        elif outcome is Outcome.INCONCLUSIVE and self._held_past_bake(changed):
+            self._record(
+                Reason.GUARDRAIL_INCONCLUSIVE,
+                f"holding at stage {self.status.stage_name} past its duration: {_explain(verdicts)}",
+            )
         elif changed and outcome is Outcome.PASSED and previous is not None:
             self._record(Reason.GUARDRAILS_PASSED, f"guardrails pass again: {_explain(verdicts)}")
+
+    def _held_past_bake(self, changed: bool) -> bool:
+        """Whether an inconclusive comparison has just started to hold the stage beyond its duration."""
+        end = bake_end(self.spec, self.status)
+        if end is None or self.now < end or self._watch() is not None:
+            return False
+        previous = self.old.last_analysis_at
+        return changed or previous is None or previous < end
+
+    def _check_split(self) -> bool:
+        """Act on a sample ratio mismatch the first time the stage shows one; True when the rollout stopped."""
+        check = self.obs.sample_ratio
+        if check is None:
+            return False
+        before = self.old.sample_ratio
+        self._update(sample_ratio=check)
+        spec_check = self.spec.analysis.sample_ratio
+        new = check.mismatch and not (before is not None and before.stage == check.stage and before.mismatch)
+        if not new or spec_check is None or self.status.phase is not Phase.PROGRESSING:
+            return False
+        why = (
+            f"{check.message} at stage {check.stage}: every comparison after it would be biased; check the flag's "
+            "bucketing, caches and bots before resuming"
+        )
+        if spec_check.on_mismatch is OnMismatch.ROLLBACK:
+            self._record(Reason.SAMPLE_RATIO_MISMATCH, why)
+            self._roll_back(Reason.ROLLED_BACK, f"sample ratio mismatch at stage {check.stage}", breach=True)
+            return True
+        if spec_check.on_mismatch is OnMismatch.PAUSE:
+            self._pause(Reason.SAMPLE_RATIO_MISMATCH, f"{why}; paused (onMismatch: pause)")
+            return True
+        self._record(Reason.SAMPLE_RATIO_MISMATCH, f"{why} (onMismatch: warn)")
+        return False
 
     def _note_lateness(self) -> None:
         """Say in status when an analysis ran late (never advancing on it is the judge's part: it is fresh)."""
@@ -481,11 +587,20 @@ class _Planner:
         elif previous is not None and previous.status == "False":
             self._condition(ConditionType.ANALYSIS_ON_TIME, True, Reason.ANALYSIS_ON_TIME, "analyses run on time again")
 
-    def _breach(self, verdicts: Sequence[GuardrailVerdict]) -> None:
+    def _breach(self, verdicts: Sequence[GuardrailVerdict], changed: bool) -> None:
         breached = [s for v in verdicts for s in v.segments if s.outcome is Outcome.BREACHED]
         detail = "; ".join(s.message for s in breached) or _explain(verdicts)
         at = f"at stage {self.status.stage_name} ({self.status.percentage or 0:g}%)"
-        if self.spec.on_breach is OnBreach.PAUSE:
+        watch = self._watch()
+        if watch is not None and watch.on_breach is OnPostReleaseBreach.ALERT:
+            if changed:
+                why = (
+                    f"guardrail breached {at}: {detail}; the watch goes on (postRelease.onBreach: alert) and the "
+                    "holdback stays on the control while harm is shown: promote releases it, abort rolls back"
+                )
+                self._record(Reason.GUARDRAIL_BREACHED, why)
+                self._update(message=why)
+        elif watch is None and self.spec.on_breach is OnBreach.PAUSE:
             self._pause(Reason.GUARDRAIL_BREACHED, f"guardrail breached {at}: {detail}; paused (onBreach: pause)")
         else:
             self._record(Reason.GUARDRAIL_BREACHED, f"guardrail breached {at}: {detail}")
@@ -498,13 +613,37 @@ class _Planner:
         if self.spec.guardrails:
             last = self.status.last_analysis_at
             passing = _find(self.status.conditions, ConditionType.GUARDRAILS_PASSING)
-            if last is None or last < end or passing is None or passing.status != "True":
+            if last is None or last < end or passing is None:
+                return
+            # The watch looks for harm only: a comparison short of its sample shows none, so it cannot hold it.
+            harmless = self._watch() is not None and passing.reason == Reason.GUARDRAIL_INCONCLUSIVE
+            if passing.status != "True" and not harmless:
+                if passing.reason == Reason.GUARDRAIL_INCONCLUSIVE and last >= self.now:
+                    self._short_of_sample(end)
                 return
         self._advance(self._stage_summary())
 
+    def _short_of_sample(self, end: datetime) -> None:
+        """A stage still short of the sample its comparisons need, its extensions used up: what the spec says."""
+        analysis = self.spec.analysis
+        action = analysis.on_insufficient_sample
+        stage = self.spec.path[self.status.stage_index or 0]
+        if action is InsufficientSample.HOLD or self.now < end + stage.bake_time * analysis.max_extensions:
+            return
+        why = (
+            f"stage {stage.name} did not reach the sample its comparisons need within its duration and "
+            f"{analysis.max_extensions} extensions"
+        )
+        if action is InsufficientSample.REVERT:
+            self._roll_back(Reason.ROLLED_BACK, f"{why} (onInsufficientSample: revert)", breach=True)
+        else:
+            self._advance(f"{why}; no harm shown, advancing (onInsufficientSample: proceed)")
+
     def _advance(self, why: str, actor: str = "operator") -> None:
         index = self.status.stage_index or 0
-        if index + 1 >= len(self.spec.stages):
+        if self._watch() is not None:
+            self._complete(why, actor)
+        elif index + 1 >= len(self.spec.stages):
             self._promote(why, actor)
         else:
             self._go_to(index + 1, Reason.STAGE_ADVANCED, why, actor)
@@ -513,8 +652,51 @@ class _Planner:
         self._record(
             Reason.PROMOTED, f"{self.spec.flag.candidate} serves {self.status.percentage or 0:g}%: {why}", actor
         )
+        if self.spec.post_release is not None:
+            self._start_watch(self.spec.post_release, actor)
+            return
         self._update(phase=Phase.PROMOTED, pause_reason=None, message=f"promoted: {why}")
         self._condition(ConditionType.PROGRESSING, False, Reason.PROMOTED, "rollout complete")
+
+    def _start_watch(self, watch: PostRelease, actor: str) -> None:
+        """After the last stage: a holdback stays on the control, measured against, for the watch's duration."""
+        index = len(self.spec.stages)
+        stage = self.spec.path[index]
+        then = "rolls back" if watch.on_breach is OnPostReleaseBreach.ROLLBACK else "is alerted"
+        message = (
+            f"post-release watch for {watch.duration}: {_exposure_text(self.spec, index)}, {watch.holdback:g}% held "
+            f"back on {self.spec.flag.control}; a guardrail breach {then}"
+        )
+        self._record(Reason.POST_RELEASE_WATCH_STARTED, message, actor, stage=stage.name, percentage=stage.percentage)
+        self._enter_stage(index)
+        self._update(phase=Phase.PROGRESSING, pause_reason=None, message=message)
+        self._condition(ConditionType.PROGRESSING, True, Reason.POST_RELEASE_WATCH_STARTED, message)
+        # promote-full has just asked for the last stage: the watch's targeting replaces it, in one write.
+        self.actions = [a for a in self.actions if not isinstance(a, ApplyStage)]
+        self._apply(index, f"post-release watch ({stage.percentage:g}%, holdback {watch.holdback:g}%)")
+
+    def _complete(self, why: str, actor: str = "operator") -> None:
+        """The watch is over: the holdback is released, the last stage served to all it targets."""
+        last = len(self.spec.stages) - 1
+        stage = self.spec.stages[last]
+        message = f"holdback released, {self.spec.flag.candidate} serves {stage.percentage:g}%: {why}"
+        self._record(Reason.COMPLETED, message, actor, percentage=stage.percentage)
+        self._update(
+            phase=Phase.COMPLETED,
+            stage_index=last,
+            stage_name=stage.name,
+            percentage=stage.percentage,
+            pause_reason=None,
+            message=f"completed: {why}",
+        )
+        self._condition(ConditionType.PROGRESSING, False, Reason.COMPLETED, "rollout complete, post-release watch over")
+        self._apply(last, f"post-release watch over, holdback released: {why}")
+
+    def _watch(self) -> PostRelease | None:
+        """The post-release watch's settings while the rollout is in it, None otherwise."""
+        if self.status.stage_index is None or self.status.stage_index < len(self.spec.stages):
+            return None
+        return self.spec.post_release
 
     def _go_to(self, index: int, reason: Reason, why: str, actor: str = "operator") -> None:
         stage = self.spec.stages[index]
@@ -526,8 +708,9 @@ class _Planner:
         self._apply(index, f"{position} ({stage.percentage:g}%): {why}")
 
     def _enter_stage(self, index: int) -> None:
-        stage = self.spec.stages[index]
+        stage = self.spec.path[index]
         self._update(
+            comparisons=tuple(_closed(record) for record in self.status.comparisons),
             stage_index=index,
             stage_name=stage.name,
             percentage=stage.percentage,
@@ -569,11 +752,12 @@ class _Planner:
     # -- small helpers -----------------------------------------------------------------------------------
 
     def _stage_summary(self) -> str:
-        stage = self.spec.stages[self.status.stage_index or 0]
+        stage = self.spec.path[self.status.stage_index or 0]
         waited = f"after {stage.duration}" if stage.duration else "stage complete"
         if not self.spec.guardrails:
             return waited
-        return f"{waited}; guardrails passed ({self.status.guardrail_summary})"
+        verdict = "no harm shown" if self._watch() is not None else "guardrails passed"
+        return f"{waited}; {verdict} ({self.status.guardrail_summary})"
 
     def _comment(self, why: str) -> str:
         return f"generation {self.generation}, {why}"
@@ -612,10 +796,11 @@ class _Planner:
 
 
 _WITH_GUARDRAIL_VALUES = frozenset(
-    {Reason.STAGE_ADVANCED, Reason.PROMOTED, Reason.GUARDRAIL_BREACHED, Reason.GUARDRAIL_WARNING}
+    {Reason.STAGE_ADVANCED, Reason.PROMOTED, Reason.COMPLETED, Reason.GUARDRAIL_BREACHED, Reason.GUARDRAIL_WARNING}
 )
 
 _OUTCOME_REASON = {
+    Outcome.INCONCLUSIVE: Reason.GUARDRAIL_INCONCLUSIVE,
     Outcome.PASSED: Reason.GUARDRAILS_PASSED,
     Outcome.WARNING: Reason.GUARDRAIL_WARNING,
     Outcome.BREACHED: Reason.GUARDRAIL_BREACHED,
@@ -625,19 +810,42 @@ _OUTCOME_REASON = {
 
 
 def bake_end(spec: AIRolloutSpec, status: AIRolloutStatus) -> datetime | None:
-    """When the current stage's minimum bake time is over (None outside a stage)."""
-    if status.stage_index is None or status.stage_started_at is None or status.stage_index >= len(spec.stages):
+    """When the current stage's minimum bake time is over (None outside a stage); the watch's is its duration."""
+    path = spec.path
+    if status.stage_index is None or status.stage_started_at is None or status.stage_index >= len(path):
         return None
-    return status.stage_started_at + spec.stages[status.stage_index].bake_time
+    return status.stage_started_at + path[status.stage_index].bake_time
 
 
 def _exposure_text(spec: AIRolloutSpec, index: int) -> str:
-    stage = spec.stages[index]
+    stage = spec.path[index]
     who = f"{stage.percentage:g}% of " + (f"segments {', '.join(stage.audience)}" if stage.audience else "traffic")
     granted = granted_segments(spec, index)
     if granted:
         who += f" + segments {', '.join(granted)} at 100%"
     return f"{spec.flag.candidate} serves {who}"
+
+
+_STRATA_LIMIT = 20
+"""Finished stages a comparison keeps (a stage re-entered after a spec edit counts again)."""
+
+
+def _comparisons(
+    spec: AIRolloutSpec, records: Sequence[ComparisonRecord], verdicts: Sequence[GuardrailVerdict]
+) -> tuple[ComparisonRecord, ...]:
+    """The records of the spec's comparisons: this analysis's where it made one, the last one otherwise."""
+    by_name = {r.guardrail: r for r in records}
+    by_name.update({v.guardrail: v.record for v in verdicts if v.record is not None})
+    names = [g.name for g in spec.inline_guardrails if g.compare is not None]
+    return tuple(by_name[name] for name in names if name in by_name)
+
+
+def _closed(record: ComparisonRecord) -> ComparisonRecord:
+    """The record as a stage ends: the stage's last counts join the finished strata."""
+    if record.current is None:
+        return record
+    strata = (*record.strata, record.current)[-_STRATA_LIMIT:]
+    return record.model_copy(update={"strata": strata, "current": None})
 
 
 def _guardrail_statuses(verdicts: Sequence[GuardrailVerdict]) -> list[GuardrailStatus]:
@@ -659,6 +867,7 @@ def _guardrail_statuses(verdicts: Sequence[GuardrailVerdict]) -> list[GuardrailS
                     control_value=s.control_value,
                     window=s.window,
                     message=s.message,
+                    evidence=s.evidence,
                 )
             )
     return statuses
@@ -739,5 +948,6 @@ __all__ = [
     "kill_request",
     "next_analysis_at",
     "plan",
+    "plan_delivery",
     "plan_failure",
 ]

@@ -11,6 +11,8 @@ class Reason(StrEnum):
     STARTED = "Started"
     STAGE_ADVANCED = "StageAdvanced"
     PROMOTED = "Promoted"
+    POST_RELEASE_WATCH_STARTED = "PostReleaseWatchStarted"
+    COMPLETED = "Completed"
     ROLLED_BACK = "RolledBack"
     KILL_SWITCH_ENGAGED = "KillSwitchEngaged"
     PAUSED = "Paused"
@@ -38,9 +40,18 @@ class Reason(StrEnum):
     GUARDRAIL_BREACHED = "GuardrailBreached"
     GUARDRAIL_NO_DATA = "GuardrailNoData"
     GUARDRAIL_QUERY_FAILED = "GuardrailQueryFailed"
+    GUARDRAIL_INCONCLUSIVE = "GuardrailInconclusive"
+    SAMPLE_RATIO_MISMATCH = "SampleRatioMismatch"
     ANALYSIS_LATE = "AnalysisLate"
     ANALYSIS_ON_TIME = "AnalysisOnTime"
     INVALID_SPEC = "InvalidSpec"
+    GUARDRAIL_TEMPLATE_NOT_FOUND = "GuardrailTemplateNotFound"
+    GUARDRAIL_TEMPLATE_INVALID = "GuardrailTemplateInvalid"
+    GUARDRAIL_TEMPLATE_ARGUMENT_MISSING = "GuardrailTemplateArgumentMissing"
+    GUARDRAIL_TEMPLATES_RESOLVED = "GuardrailTemplatesResolved"
+    # Notifications
+    NOTIFICATION_FAILED = "NotificationFailed"
+    NOTIFICATIONS_DELIVERED = "NotificationsDelivered"
 
 
 WARNING_REASONS = frozenset(
@@ -60,8 +71,13 @@ WARNING_REASONS = frozenset(
         Reason.GUARDRAIL_WARNING,
         Reason.GUARDRAIL_BREACHED,
         Reason.GUARDRAIL_QUERY_FAILED,
+        Reason.SAMPLE_RATIO_MISMATCH,
         Reason.ACTION_REJECTED,
         Reason.INVALID_SPEC,
+        Reason.GUARDRAIL_TEMPLATE_NOT_FOUND,
+        Reason.GUARDRAIL_TEMPLATE_INVALID,
+        Reason.GUARDRAIL_TEMPLATE_ARGUMENT_MISSING,
+        Reason.NOTIFICATION_FAILED,
     }
 )
 
@@ -75,3 +91,7 @@ class ConditionType(StrEnum):
     ANALYSIS_ON_TIME = "AnalysisOnTime"
     """Present once an analysis started late: False says how late and why (the operator is overloaded)."""
     """The latest guardrail analysis: True when all hold, False on warning, breach, error or no data."""
+    GUARDRAIL_TEMPLATES_RESOLVED = "GuardrailTemplatesResolved"
+    """Present once a referenced template was missing or unusable: False names it and holds the rollout."""
+    NOTIFICATIONS_DELIVERED = "NotificationsDelivered"
+    """Present once a notification failed: False with the last error, True again after a delivery."""

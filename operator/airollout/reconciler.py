@@ -7,7 +7,6 @@ the resource and write back what it returns, so it is tested against the FeatBit
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, replace
@@ -27,9 +26,9 @@ from airollout.featbit.errors import (
     VariationNotFound,
 )
 from airollout.featbit.targeting import Exposure, build_targeting, targeting_of
-from airollout.guardrails.judging import GuardrailVerdict
-from airollout.guardrails.prometheus import MetricsSource, measure
-from airollout.guardrails.templating import QueryTemplateInvalid, QueryVariables, validate_query
+from airollout.guardrails.analysis import Measured, analyse
+from airollout.guardrails.source import MetricsSource
+from airollout.guardrails.templating import QueryTemplateInvalid, validate_query
 from airollout.model import AIRolloutSpec, AIRolloutStatus, Phase
 from airollout.planner import (
     ApplyStage,
@@ -84,6 +83,8 @@ class Rollout:
     """Why the verb was asked for, recorded with what it does."""
     known_spec: tuple[AIRolloutSpec | None, str | None] | None = None
     """The spec already parsed (the caller's cache for this generation), so it is not parsed again."""
+    unresolved: Problem | None = None
+    """Why a guardrail template ``spec`` references could not be expanded into it, if one could not."""
 
     @property
     def ref(self) -> str:
@@ -119,11 +120,12 @@ def parse_spec(raw: Mapping[str, Any]) -> tuple[AIRolloutSpec | None, str | None
     except ValidationError as error:
         problems = [f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()]
         return None, "invalid spec: " + "; ".join(problems)
-    for index, guardrail in enumerate(spec.guardrails):
-        try:
-            validate_query(guardrail.query)
-        except QueryTemplateInvalid as error:
-            return None, f"invalid spec: spec.guardrails[{index}].query ({guardrail.name}): {error}"
+    for index, guardrail in enumerate(spec.inline_guardrails):
+        for field, query in guardrail.queries.items():
+            try:
+                validate_query(query)
+            except QueryTemplateInvalid as error:
+                return None, f"invalid spec: spec.guardrails[{index}].{field} ({guardrail.name}): {error}"
     return spec, None
 
 
@@ -145,13 +147,13 @@ async def reconcile(
     ``featbit_turn`` is held from reading the flag to the last write, and only then: guardrail queries
     run before it, so a slow Prometheus never delays a kill switch waiting for the same turn.
     """
-    verdicts = await measure_due(rollout, connections, now)
+    measured = await measure_due(rollout, connections, now)
     async with featbit_turn or nullcontext():
-        return await act(rollout, connections, verdicts, now, read_flag=read_flag, flag_off_revision=flag_off_revision)
+        return await act(rollout, connections, measured, now, read_flag=read_flag, flag_off_revision=flag_off_revision)
 
 
-async def measure_due(rollout: Rollout, connections: Connections, now: datetime) -> tuple[GuardrailVerdict, ...] | None:
-    """The guardrail verdicts when an analysis is due (never while the candidate is being turned off)."""
+async def measure_due(rollout: Rollout, connections: Connections, now: datetime) -> Measured | None:
+    """What an analysis finds, when one is due (never while the candidate is being turned off)."""
     spec, _invalid = rollout.parsed_spec
     if spec is None or connections.metrics is None or kill_request(rollout.spec, rollout.verb, rollout.actor):
         return None
@@ -164,7 +166,7 @@ async def measure_due(rollout: Rollout, connections: Connections, now: datetime)
 async def act(
     rollout: Rollout,
     connections: Connections,
-    verdicts: tuple[GuardrailVerdict, ...] | None,
+    measured: Measured | None,
     now: datetime,
     *,
     read_flag: bool = True,
@@ -186,6 +188,7 @@ async def act(
         verb_key=rollout.verb_key,
         verb_declarative=rollout.verb_declarative,
         verb_reason=rollout.verb_reason,
+        unresolved=rollout.unresolved,
         kill=kill,
         late=late,
         flag_off_revision=flag_off_revision,
@@ -208,7 +211,13 @@ async def act(
             problem = problem_of(error)
         except _Misconfigured as error:
             problem = Problem(Reason.FLAG_MISCONFIGURED, str(error))
-    observation = replace(asked, flag=flag_view, problem=problem, verdicts=verdicts)
+    observation = replace(
+        asked,
+        flag=flag_view,
+        problem=problem,
+        verdicts=measured.verdicts if measured is not None else None,
+        sample_ratio=measured.sample_ratio if measured is not None else None,
+    )
     decision = plan(spec, status, observation, now, rollout.generation)
     if not decision.actions:
         return decision
@@ -247,7 +256,7 @@ def _with_revision(decision: Decision, revision: str | None) -> Decision:
 
 
 def exposure(spec: AIRolloutSpec, index: int, segment_ids: Mapping[str, str]) -> Exposure:
-    stage = spec.stages[index]
+    stage = spec.path[index]
     return Exposure(
         percentage=stage.percentage,
         granted_segment_ids=tuple(segment_ids[key] for key in granted_segments(spec, index)),
@@ -361,14 +370,14 @@ async def _observe_flag(
         return actual == targeting_of(_targeting(spec, flag, target))
 
     edited = FlagView(sync=FlagSync.EDITED, revision=revision)
-    current = min(status.stage_index, len(spec.stages) - 1)
+    current = min(status.stage_index, len(spec.path) - 1)
     if flag.get("isEnabled") and serves(exposure(spec, current, segment_ids)):
         return FlagView(sync=FlagSync.IN_SYNC, revision=revision)  # e.g. renamed: nothing served changed
     if not await _last_change_was_ours(flags, spec, flag, rollout):
         return edited
     if not flag.get("isEnabled"):
         return FlagView(sync=FlagSync.ROLLED_BACK, revision=revision) if serves(None) else edited
-    for index in range(current + 1, len(spec.stages)):
+    for index in range(current + 1, len(spec.path)):
         if serves(exposure(spec, index, segment_ids)):
             return FlagView(sync=FlagSync.AHEAD, revision=revision, stage_index=index)
     return edited
@@ -381,16 +390,9 @@ async def _last_change_was_ours(flags: FlagService, spec: AIRolloutSpec, flag: M
 
 async def _measure(
     spec: AIRolloutSpec, status: AIRolloutStatus, namespace: str, metrics: MetricsSource, now: datetime
-) -> tuple[GuardrailVerdict, ...]:
-    variables = QueryVariables(flag=spec.flag.key, namespace=namespace, stage=status.stage_name or "")
+) -> Measured:
     tick = analysis_tick(spec, status, now)
-    at = tick.timestamp() if tick is not None else None
-    flag = spec.flag
-    return tuple(
-        await asyncio.gather(
-            *(measure(g, variables, metrics, flag.candidate, flag.control, at=at) for g in spec.guardrails)
-        )
-    )
+    return await analyse(spec, status, namespace, metrics, tick if tick is not None else now)
 
 
 def _placeholder_spec() -> AIRolloutSpec:

@@ -67,6 +67,39 @@ class Settings(BaseModel):
     secret_ttl: float = Field(default=30.0, ge=0, le=3600)
     """Seconds a Secret's value is reused before it is read again (a rejected token is re-read at once)."""
 
+    template_ttl: float = Field(default=30.0, ge=0, le=3600)
+    """Seconds a GuardrailTemplate or ClusterGuardrailTemplate is reused before it is read again: an edited
+    template reaches the rollouts using it within this long. A missing one is looked for at each retry."""
+
+    notifications_secret: str = Field(default="", max_length=317, pattern=r"^([a-z0-9.-]+/[a-z0-9.-]+)?$")
+    """NAMESPACE/NAME of a Secret whose keys are cluster-wide notification targets, posted for every
+    rollout: a key named slack-* holds a Slack incoming-webhook URL, any other key a JSON webhook URL.
+    Empty: only the targets each rollout lists in spec.notifications."""
+
+    notification_queue: int = Field(default=1000, ge=1, le=100000)
+    """Notifications waiting for delivery at most; past this the oldest are dropped (and reported), so a
+    receiver that is down never grows the operator's memory."""
+
+    notification_workers: int = Field(default=4, ge=1, le=64)
+    """Notifications delivered at once; a receiver that hangs holds one of these, never a rollout."""
+
+    notification_timeout: float = Field(default=5.0, gt=0, le=120)
+    """Seconds one delivery attempt may take."""
+
+    notification_attempts: int = Field(default=4, ge=1, le=20)
+    """Attempts per notification before it is given up and reported (condition NotificationsDelivered)."""
+
+    notification_backoff_cap: float = Field(default=10.0, gt=0, le=600)
+    """The longest pause between two attempts of a notification (the pauses double from a quarter second)."""
+
+    alertmanager_port: int = Field(default=0, ge=0, le=65535)
+    """Serve Alertmanager's webhook at POST /alertmanager on this port; 0: off. An alert firing with the
+    labels of an AIRollout pauses or aborts it, as its spec.alerts.onFiring says."""
+
+    alertmanager_token_secret: str = Field(default="", max_length=317, pattern=r"^([a-z0-9.-]+/[a-z0-9.-]+)?$")
+    """NAMESPACE/NAME of a Secret whose key `token` Alertmanager must send as a bearer token
+    (http_config.authorization.credentials); empty: the receiver takes any caller that reaches the port."""
+
     shards: int = Field(default=0, ge=0, le=1024)
     """0: this process serves every AIRollout (one replica). N > 0: AIRollouts are split into N shards by
     UID, each served by exactly one replica holding its coordination.k8s.io Lease; run several replicas

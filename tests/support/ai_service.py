@@ -49,11 +49,12 @@ def start_ai_service() -> Iterator[StartAIService]:
         flags: Any = None,
         *,
         flag_key: str = "ai-summary",
+        extra_flags: tuple[str, ...] = (),
         knobs: Knobs | None = None,
         seed: int = 0,
         traffic: bool = True,
     ) -> AIService:
-        service = AIService(flags or PercentageSplit(), flag_key, knobs=knobs, seed=seed)
+        service = AIService(flags or PercentageSplit(), flag_key, *extra_flags, knobs=knobs, seed=seed)
         service.start(traffic=traffic)
         started.append(service)
         return service

@@ -60,6 +60,30 @@ class ScrapedService:
         buckets = self._selector("ai_request_duration_seconds_bucket")
         return f"histogram_quantile(0.95, sum by (le) (rate({buckets}[{window}])))"
 
+    def comparison(self, by: str = "", **fields: Any) -> dict[str, Any]:
+        """A comparison of the error rate over each stage (per ``by`` label when given)."""
+        group = f" by ({by})" if by else ""
+        requests, errors = self._selector("ai_requests_total"), self._selector("ai_errors_total")
+        return {
+            "statistic": "proportion",
+            "count": f"sum{group} (increase({requests}[{{{{window}}}}]))",
+            "events": f"sum{group} (increase({errors}[{{{{window}}}}]))",
+            **fields,
+        }
+
+    def flag_comparison(self, flag: str) -> dict[str, Any]:
+        """A comparison of the error rate of one of the service's extra flags."""
+        labels = f'job="{self.job}",flag="{flag}",variant="{{{{variant}}}}"'
+        return {
+            "statistic": "proportion",
+            "count": f"sum(increase(ai_flag_requests_total{{{labels}}}[{{{{window}}}}]))",
+            "events": f"sum(increase(ai_flag_errors_total{{{labels}}}[{{{{window}}}}]))",
+        }
+
+    def users(self) -> str:
+        """The users each variant served lately: the units of a sample-ratio check."""
+        return f"sum({self._selector('ai_active_users')})"
+
     def quality(self, window: str) -> str:
         """The mean quality score of successful answers."""
         total = self._selector("ai_quality_score_sum")
@@ -80,8 +104,10 @@ def scraped_ai_service(
     """Start the AI service on flag ``flag_key`` with ``knobs``, its requests split by a real SDK, and scrape it."""
     jobs: list[str] = []
 
-    def start(flag_key: str, knobs: Knobs) -> ScrapedService:
-        service = start_ai_service(featbit_client(), flag_key=flag_key, knobs=knobs.merged({"rps": RPS}))
+    def start(flag_key: str, knobs: Knobs, extra_flags: tuple[str, ...] = (), rps: float = RPS) -> ScrapedService:
+        service = start_ai_service(
+            featbit_client(), flag_key=flag_key, extra_flags=extra_flags, knobs=knobs.merged({"rps": rps})
+        )
         job = f"ai-{namespace}"
         testbed.add_scrape_target(job, f"127.0.0.1:{service.port}")
         jobs.append(job)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from airollout_testbed.demo.ai_service import LOCALES, AIService, Behaviour, Knobs, LoadRegression
+from airollout_testbed.demo.ai_service import LOCALES, AIService, Behaviour, Divert, Knobs, LoadRegression
 from airollout_testbed.waiting import wait_for
 from tests.support.ai_service import PercentageSplit, StartAIService
 
@@ -161,3 +161,19 @@ def test_knobs_metrics_and_stats_over_http(start_ai_service: StartAIService) -> 
 def test_it_generates_its_own_traffic(start_ai_service: StartAIService) -> None:
     service = start_ai_service(PercentageSplit(percent=50), knobs=Knobs(rps=100))
     wait_for("50 requests served", lambda: sum(service.stats()["served"].values()) >= 50, timeout=30, interval=0.05)
+
+
+def test_users_are_counted_once_per_variant_and_a_diversion_moves_them() -> None:
+    def users(knobs: Knobs) -> dict[str, float]:
+        service = AIService(PercentageSplit(percent=50), "ai-summary", users=500, knobs=knobs)
+        service.simulate(5000)
+        return {
+            v: service.registry.get_sample_value("ai_active_users", {"variant": v}) or 0.0 for v in ("canary", "stable")
+        }
+
+    split = users(Knobs())
+    # Each of the 500 users was seen ten times, and counted once.
+    assert sum(split.values()) == 500
+    diverted = users(Knobs(divert=Divert(from_variant="canary", to_variant="stable", fraction=0.8)))
+    assert sum(diverted.values()) == 500
+    assert diverted["canary"] == pytest.approx(split["canary"] * 0.2, rel=0.35)

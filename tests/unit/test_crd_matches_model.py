@@ -19,9 +19,11 @@ from airollout.model import (
     HISTORY_LIMIT,
     KIND,
     PLURAL,
+    TEMPLATE_PLURALS,
     VERSION,
     AIRolloutSpec,
     AIRolloutStatus,
+    GuardrailTemplateSpec,
     Phase,
 )
 
@@ -66,6 +68,8 @@ def _resolve(schema: Schema, defs: Schema | None = None) -> Schema:
         assert len(options) == 1, f"a union the CRD cannot express: {schema}"
         rest = {k: v for k, v in schema.items() if k != "anyOf"}
         return {**_resolve(options[0], defs), **rest}
+    if "oneOf" in schema:
+        return _merged([_resolve(o, defs) for o in schema["oneOf"]])
     resolved = dict(schema)
     if "properties" in schema:
         resolved["properties"] = {k: _resolve(v, defs) for k, v in schema["properties"].items()}
@@ -73,6 +77,18 @@ def _resolve(schema: Schema, defs: Schema | None = None) -> Schema:
         resolved["items"] = _resolve(schema["items"], defs)
     resolved.pop("$defs", None)
     return resolved
+
+
+def _merged(options: list[Schema]) -> Schema:
+    """Objects told apart by their fields (an inline guardrail or a template reference) are one object in the
+    CRD: every field of either, required only what both require; CEL rules there keep the two apart."""
+    assert all(o.get("type") == "object" for o in options), f"a union the CRD cannot express: {options}"
+    properties: Schema = {}
+    for option in options:
+        for name, sub in option.get("properties", {}).items():
+            assert properties.setdefault(name, sub) == sub, f"{name} differs between the members of a union"
+    required = set.intersection(*(set(o.get("required", [])) for o in options))
+    return {"type": "object", "properties": properties, "required": sorted(required)}
 
 
 def _with_defaults(value: Any, schema: Schema) -> Any:
@@ -131,12 +147,19 @@ def _walk(path: str, crd: Schema, model: Schema, *, spec: bool) -> list[str]:
     return problems
 
 
+def _without_none(value: Any) -> Any:
+    """A model default as the apiserver would store it: an optional field left unset is absent, not null."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def _compare_defaults(path: str, crd: Schema, model: Schema, *, spec: bool) -> list[str]:
     """A CRD default must be the model's; in spec, every meaningful model default must be in the CRD too.
 
     Status has no defaults in the CRD: the operator always writes it whole from the model.
     """
-    model_default = model.get("default")
+    model_default = _without_none(model.get("default"))
     if "default" in crd:
         effective = _with_defaults(crd["default"], crd)
         if effective != model_default:
@@ -183,16 +206,17 @@ def test_the_phase_column_and_enum_list_every_phase() -> None:
     }
 
 
-def test_every_field_has_a_description_for_kubectl_explain() -> None:
-    def undocumented(path: str, schema: Schema) -> list[str]:
-        missing = [] if "description" in schema or path.endswith("[]") else [path]
-        for name, sub in schema.get("properties", {}).items():
-            missing += undocumented(f"{path}.{name}", sub)
-        if "items" in schema:
-            missing += undocumented(f"{path}[]", schema["items"])
-        return missing
+def _undocumented(path: str, schema: Schema) -> list[str]:
+    missing = [] if "description" in schema or path.endswith("[]") else [path]
+    for name, sub in schema.get("properties", {}).items():
+        missing += _undocumented(f"{path}.{name}", sub)
+    if "items" in schema:
+        missing += _undocumented(f"{path}[]", schema["items"])
+    return missing
 
-    assert undocumented("spec", _crd_schema("spec")) + undocumented("status", _crd_schema("status")) == []
+
+def test_every_field_has_a_description_for_kubectl_explain() -> None:
+    assert _undocumented("spec", _crd_schema("spec")) + _undocumented("status", _crd_schema("status")) == []
 
 
 def test_the_comparison_notices_a_field_missing_from_the_crd() -> None:
@@ -232,3 +256,21 @@ def _pruned(value: Any) -> Any:
 
 def test_there_is_an_example() -> None:
     assert _airollouts(), f"no {KIND} in {ROOT / 'examples'}"
+
+
+_TEMPLATE_CRDS = {kind: ROOT / "crds" / f"airollout.dev_{plural}.yaml" for kind, plural in TEMPLATE_PLURALS.items()}
+
+
+@pytest.mark.parametrize("kind", sorted(_TEMPLATE_CRDS))
+def test_each_template_crd_is_the_template_model_with_a_description_everywhere(kind: str) -> None:
+    with _TEMPLATE_CRDS[kind].open() as f:
+        crd: Schema = yaml.safe_load(f)
+    assert crd["metadata"]["name"] == f"{TEMPLATE_PLURALS[kind]}.{GROUP}"
+    assert crd["spec"]["names"]["kind"] == kind
+    assert crd["spec"]["scope"] == ("Cluster" if kind.startswith("Cluster") else "Namespaced")
+    (version,) = crd["spec"]["versions"]
+    assert (version["name"], version["served"], version["storage"]) == (VERSION, True, True)
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    model = _resolve(GuardrailTemplateSpec.model_json_schema(by_alias=True, mode="validation"))
+    assert _walk("spec", spec, model, spec=True) == []
+    assert _undocumented("spec", spec) == []

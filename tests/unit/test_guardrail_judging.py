@@ -23,7 +23,7 @@ ERROR_RATE = (
     'sum by (locale) (rate(ai_errors_total{variant="{{variant}}"}[5m])) '
     '/ sum by (locale) (rate(ai_requests_total{variant="{{variant}}"}[5m]))'
 )
-WORST_FIRST = [Outcome.BREACHED, Outcome.ERROR, Outcome.WARNING, Outcome.NO_DATA, Outcome.PASSED]
+WORST_FIRST = [Outcome.BREACHED, Outcome.ERROR, Outcome.WARNING, Outcome.INCONCLUSIVE, Outcome.NO_DATA, Outcome.PASSED]
 
 
 def guardrail(**fields: Any) -> Guardrail:

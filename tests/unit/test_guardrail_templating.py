@@ -67,7 +67,8 @@ def test_any_value_stays_inside_its_string_literal(value: str) -> None:
 def test_unknown_placeholder_is_named_with_the_known_ones() -> None:
     (problem,) = problems_of('x{v="{{variants}}"}')
     assert problem == (
-        "unknown placeholder {{variants}}; known placeholders: {{flag}}, {{namespace}}, {{stage}}, {{variant}}"
+        "unknown placeholder {{variants}}; known placeholders: {{flag}}, {{namespace}}, {{stage}}, {{variant}}, "
+        "{{window}}"
     )
 
 

@@ -33,8 +33,18 @@ from enum import StrEnum
 from airollout.guardrails.limits import DEFAULT_LIMITS, GuardrailLimits, bounded_text
 from airollout.guardrails.templating import escape_string
 from airollout.model.spec import Guardrail, NoDataPolicy
+from airollout.model.status import ComparisonRecord, Evidence
 
-__all__ = ["GuardrailVerdict", "Outcome", "Sample", "SegmentJudgement", "judge", "judge_error", "overall"]
+__all__ = [
+    "GuardrailVerdict",
+    "Outcome",
+    "Sample",
+    "SegmentJudgement",
+    "judge",
+    "judge_error",
+    "overall",
+    "segment_of",
+]
 
 
 class Outcome(StrEnum):
@@ -42,6 +52,8 @@ class Outcome(StrEnum):
     WARNING = "Warning"
     BREACHED = "Breached"
     NO_DATA = "NoData"
+    INCONCLUSIVE = "Inconclusive"
+    """A comparison that has shown no harm, on too little sample yet to call the candidate safe."""
     ERROR = "Error"
 
 
@@ -53,13 +65,16 @@ class Outcome(StrEnum):
 # - Warning: evidence of drift short of a breach; the stage freezes.
 # - NoData: no evidence either way (the guardrail's noData policy has already turned it into Passed or
 #   Breached where the user asked for that); the stage holds until data arrives.
+# - Inconclusive: a comparison still collecting the sample it needs; the stage holds like on no data, and
+#   says how much more it needs.
 # - Passed: everything looked at was good.
 _SEVERITY = {
     Outcome.PASSED: 0,
     Outcome.NO_DATA: 1,
-    Outcome.WARNING: 2,
-    Outcome.ERROR: 3,
-    Outcome.BREACHED: 4,
+    Outcome.INCONCLUSIVE: 2,
+    Outcome.WARNING: 3,
+    Outcome.ERROR: 4,
+    Outcome.BREACHED: 5,
 }
 
 _NO_DATA_OUTCOME = {
@@ -97,6 +112,8 @@ class SegmentJudgement:
     window: str | None
     """The range of the query's first range selector (``5m``), if it has one."""
     message: str
+    evidence: Evidence | None = None
+    """A comparison's estimate, confidence bounds and sample counts."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,8 @@ class GuardrailVerdict:
     outcome: Outcome
     segments: tuple[SegmentJudgement, ...]
     error: str | None = None
+    record: ComparisonRecord | None = None
+    """A comparison's plan and counts, as status keeps them."""
 
 
 def _worst(outcomes: Iterable[Outcome]) -> Outcome:
@@ -118,7 +137,7 @@ def overall(verdicts: Sequence[GuardrailVerdict]) -> Outcome:
     return _worst(v.outcome for v in verdicts)
 
 
-def _segment(labels: Mapping[str, str]) -> str:
+def segment_of(labels: Mapping[str, str]) -> str:
     """Write a label set as PromQL does (``a="x",b="y"``), sorted so equal sets read the same."""
     return ",".join(f'{name}="{escape_string(value)}"' for name, value in sorted(labels.items()))
 
@@ -261,15 +280,15 @@ def judge(
     ``control`` is None when the control was not measured; an empty sequence means it was measured and
     returned nothing.
     """
-    window = _window(guardrail.query)
+    window = _window(guardrail.query or "")
     if not candidate:
         segments = (_bounded(_no_data(guardrail, "", "the query returned no series", window), limits),)
         return GuardrailVerdict(guardrail.name, segments[0].outcome, segments)
 
-    controls = {_segment(s.labels): s.value for s in control or ()}
+    controls = {segment_of(s.labels): s.value for s in control or ()}
     judgements = []
     for sample in candidate:
-        segment = _segment(sample.labels)
+        segment = segment_of(sample.labels)
         control_value = controls.get(segment)
         if control is None:
             control_note = "the control was not measured"
@@ -297,7 +316,7 @@ def judge_error(guardrail: Guardrail, message: str, limits: GuardrailLimits = DE
         None,
         None,
         None,
-        _window(guardrail.query),
+        _window(guardrail.query or ""),
         f"{guardrail.name} could not be evaluated: {error}",
     )
     return GuardrailVerdict(guardrail.name, Outcome.ERROR, (_bounded(segment, limits),), error=error)

@@ -43,7 +43,7 @@ from airollout.guardrails.source import GuardrailQueryFailed, MetricsSource
 from airollout.guardrails.templating import QueryTemplateInvalid, QueryVariables, render_query
 from airollout.model.spec import Guardrail
 
-__all__ = ["GuardrailQueryFailed", "MetricsSource", "PrometheusSource", "measure"]
+__all__ = ["GuardrailQueryFailed", "MetricsSource", "PrometheusSource", "measure", "without_variant_labels"]
 
 # Extra time given to the HTTP request beyond Prometheus's own query timeout, so that a slow query is
 # reported by Prometheus ("query timed out in expression evaluation") rather than by our deadline.
@@ -309,7 +309,7 @@ def _variant_labels(samples: list[Sample], variant: str) -> set[str]:
     return set.intersection(*names) if names else set()
 
 
-def _without_variant_labels(
+def without_variant_labels(
     candidate: tuple[list[Sample], str], control: tuple[list[Sample], str] | None
 ) -> tuple[list[Sample], list[Sample] | None]:
     """Drop the labels that carry the variant itself, so candidate and control series pair up by segment.
@@ -344,10 +344,11 @@ async def measure(
     None means now. Both queries run concurrently. If either fails, or the template cannot be rendered,
     the verdict is an Error that quotes the cause and the rendered query: never a breach.
     """
+    template = guardrail.query or ""  # a guardrail without a query is a comparison, measured by `count`
     try:
-        queries = [render_query(guardrail.query, variables, candidate)]
+        queries = [render_query(template, variables, candidate)]
         if control is not None:
-            queries.append(render_query(guardrail.query, variables, control))
+            queries.append(render_query(template, variables, control))
     except QueryTemplateInvalid as exc:
         return judge_error(guardrail, f"the query template is invalid: {exc}", limits)
 
@@ -364,7 +365,7 @@ async def measure(
             measured.append((result, variant))
     if errors:
         return judge_error(guardrail, "; ".join(errors), limits)
-    candidate_samples, control_samples = _without_variant_labels(
+    candidate_samples, control_samples = without_variant_labels(
         measured[0], measured[1] if control is not None else None
     )
     return judge(guardrail, candidate_samples, control_samples, limits)

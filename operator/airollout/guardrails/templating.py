@@ -12,10 +12,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-__all__ = ["QueryTemplateInvalid", "QueryVariables", "escape_string", "render_query", "validate_query"]
+__all__ = [
+    "ARGS_PREFIX",
+    "ArgumentsMissing",
+    "QueryTemplateInvalid",
+    "QueryVariables",
+    "escape_string",
+    "fill_args",
+    "render_query",
+    "validate_query",
+]
 
 
 @dataclass(frozen=True)
@@ -28,10 +37,14 @@ class QueryVariables:
     """The AIRollout's namespace."""
     stage: str
     """The name of the stage being judged."""
+    window: str | None = None
+    """A comparison's window (``540s``): the stage's time since its warm-up, written by the operator."""
 
 
 # ``{{variant}}`` is the FeatBit variation id being measured: the candidate's, then the control's.
 _KNOWN = tuple(sorted(["variant", *(f.name for f in dataclasses.fields(QueryVariables))]))
+# ``{{window}}`` is a range (``[{{window}}]``), never a string: its value is digits the operator writes.
+_RANGE = "window"
 
 # Whitespace inside the braces is tolerated; anything between them is captured so that a near miss such as
 # ``{{ .Variant }}`` (Go-template habit) is reported as written.
@@ -44,6 +57,18 @@ class QueryTemplateInvalid(ValueError):
     def __init__(self, problems: tuple[str, ...]) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+
+
+ARGS_PREFIX = "args."
+"""``{{args.NAME}}``: an argument of a GuardrailTemplate, filled in from the AIRollout that uses it."""
+
+
+class ArgumentsMissing(ValueError):
+    """A template's query uses arguments the reference gives no value for; ``names`` lists them."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        super().__init__(", ".join(names))
+        self.names = names
 
 
 def escape_string(value: str) -> str:
@@ -122,6 +147,9 @@ def _problems(template: str) -> Iterator[str]:
     for p in placeholders:
         if p.name not in _KNOWN:
             yield f"unknown placeholder {p.text}; known placeholders: {known}"
+        elif p.name == _RANGE:
+            if p.quoted:
+                yield f"placeholder {p.text} is a range and sits unquoted, e.g. increase(x[{{{{window}}}}])"
         elif not p.quoted:
             yield (
                 f"placeholder {p.text} must sit inside a double-quoted string, "
@@ -155,7 +183,42 @@ def render_query(template: str, variables: QueryVariables, variant: str) -> str:
     parts: list[str] = []
     last = 0
     for p in placeholders:
-        parts += [template[last : p.start], escape_string(values[p.name])]
+        if p.name == _RANGE:
+            if variables.window is None or not re.fullmatch(r"\d+s", variables.window):
+                raise QueryTemplateInvalid((f"{p.text} is only for the queries of a comparison (compare:)",))
+            value = variables.window
+        else:
+            value = escape_string(str(values[p.name]))
+        parts += [template[last : p.start], value]
+        last = p.end
+    parts.append(template[last:])
+    return "".join(parts)
+
+
+def fill_args(template: str, args: Mapping[str, str]) -> str:
+    """Fill each ``{{args.NAME}}`` of a template's query, leaving ``{{variant}}`` and the rest to `render_query`.
+
+    Arguments obey the rule of every other value: escaped, and only inside a double-quoted string.
+    """
+    placeholders = [p for p in _scan(template)[0] if p.name.startswith(ARGS_PREFIX)]
+    problems = [
+        f'placeholder {p.text} must sit inside a double-quoted string, e.g. label="{p.text}", so that its value is '
+        "escaped"
+        for p in placeholders
+        if not p.quoted
+    ]
+    for name, value in args.items():
+        if "{{" in value or "}}" in value:
+            problems.append(f"the value of argument {name!r} holds '{{{{' or '}}}}', which a query cannot tell apart")
+    if problems:
+        raise QueryTemplateInvalid(tuple(problems))
+    missing = tuple(sorted({p.name[len(ARGS_PREFIX) :] for p in placeholders} - set(args)))
+    if missing:
+        raise ArgumentsMissing(missing)
+    parts: list[str] = []
+    last = 0
+    for p in placeholders:
+        parts += [template[last : p.start], escape_string(args[p.name[len(ARGS_PREFIX) :]])]
         last = p.end
     parts.append(template[last:])
     return "".join(parts)

@@ -97,6 +97,23 @@ class ApiServer:
             raise
         return dict(secret.get("data") or {})
 
+    async def read_template(self, plural: str, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """A GuardrailTemplate (in ``namespace``) or ClusterGuardrailTemplate (None), or None when it does not exist."""
+        where = f"namespaces/{namespace}/" if namespace else ""
+        try:
+            template: dict[str, Any] = await self._send("GET", f"/apis/{GROUP}/{VERSION}/{where}{plural}/{name}", None)
+        except ApiServerError as error:
+            if error.status == 404:
+                return None
+            raise
+        return template
+
+    async def annotate(self, namespace: str, name: str, annotations: Mapping[str, str], *, manager: str) -> None:
+        """Set annotations on an AIRollout as field manager ``manager``, which verbs read as their actor."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}?fieldManager={quote(manager)}"
+        body = {"metadata": {"annotations": dict(annotations)}}
+        await self._send("PATCH", path, body, content_type="application/merge-patch+json")
+
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A coordination.k8s.io/v1 Lease, or None when it does not exist."""
         try:

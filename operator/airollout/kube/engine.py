@@ -36,8 +36,10 @@ from airollout.kube import metrics
 from airollout.kube.apiserver import ApiServer, ApiServerError
 from airollout.kube.connections import ConnectionCache
 from airollout.kube.kill_switch import KillSwitchLane
+from airollout.kube.notifications import NOTIFIED, Notice, Notifier, notification_targets
 from airollout.kube.scheduler import Due, Scheduler
 from airollout.kube.shards import ShardLeases, shard_of
+from airollout.kube.templates import Expansion, GuardrailTemplates
 from airollout.kube.verbs import verb_request
 from airollout.model import HISTORY_LIMIT, AIRolloutSpec, AIRolloutStatus, KillSwitchTarget, Phase
 from airollout.planner import (
@@ -49,6 +51,7 @@ from airollout.planner import (
     RollBack,
     analysis_tick,
     kill_request,
+    plan_delivery,
     plan_failure,
 )
 from airollout.reasons import WARNING_REASONS, Reason
@@ -82,7 +85,7 @@ class _Tracked:
     epoch: int = 0
     turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     killing: asyncio.Task[None] | None = None
-    parsed: tuple[int, tuple[AIRolloutSpec | None, str | None]] | None = None
+    parsed: tuple[tuple[object, ...], tuple[AIRolloutSpec | None, str | None]] | None = None
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -94,19 +97,26 @@ class _Tracked:
         status: Mapping[str, Any] = self.planned if self.planned is not None else self.body.get("status") or {}
         return status
 
-    def rollout(self) -> Rollout:
+    def rollout(self, expansion: Expansion | None = None) -> Rollout:
+        """The rollout as stored, or with its guardrail template references expanded (``expansion``)."""
         request = verb_request(self.meta, self.status.get("handledAction"))
         if request is not None and request.handled:
             request = None  # handled before a restart; `Engine._work` removes the leftover annotation
         generation = int(self.meta.get("generation") or 0)
-        if self.parsed is None or self.parsed[0] != generation:
-            # Parsed once per generation: validating a spec (and its query templates) is not free.
-            self.parsed = (generation, parse_spec(self.body.get("spec") or {}))
+        stored = self.body.get("spec") or {}
+        spec = expansion.spec if expansion is not None else stored
+        # A spec without templates expands to itself and shares the stored spec's key.
+        key: tuple[object, ...] = (generation,)
+        if expansion is not None and spec is not stored:
+            key = (generation, expansion.versions, expansion.problem)
+        if self.parsed is None or self.parsed[0] != key:
+            # Parsed once per generation (and template version): validating a spec and its queries is not free.
+            self.parsed = (key, parse_spec(spec))
         return Rollout(
             namespace=self.meta["namespace"],
             name=self.meta["name"],
             generation=int(self.meta.get("generation") or 0),
-            spec=self.body.get("spec") or {},
+            spec=spec,
             status=self.status,
             verb=request.verb if request else None,
             actor=request.actor if request else "operator",
@@ -114,6 +124,7 @@ class _Tracked:
             verb_declarative=request.declarative if request else False,
             verb_reason=request.reason if request else None,
             known_spec=self.parsed[1],
+            unresolved=expansion.problem if expansion is not None else None,
         )
 
 
@@ -140,6 +151,9 @@ class Engine:
             hedge_after=settings.kill_switch_hedge_after,
         )
         self._rollouts: dict[str, _Tracked] = {}
+        self._templates = GuardrailTemplates(routine_api, ttl=settings.template_ttl)
+        self.notifier: Notifier | None = None
+        """Set when notifications are wired: decisions of the reasons it posts for are handed to it."""
         self.shards: ShardLeases | None = None
         """Set when AIRollouts are split across replicas: only owned shards are worked on."""
         self.scheduler: Scheduler[str] = Scheduler(
@@ -156,6 +170,10 @@ class Engine:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def bodies(self) -> list[Mapping[str, Any]]:
+        """Every AIRollout this process knows, as last seen, with the status it decided last."""
+        return [{**t.body, "status": t.status} for t in self._rollouts.values()]
 
     def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A watch event: remember the newest body, and wake or kill as it asks."""
@@ -241,7 +259,8 @@ class Engine:
                         return Due(time.monotonic() + _WRITE_RETRY_SECONDS)
             except _Superseded:
                 return None
-        rollout = tracked.rollout()
+        expansion = await self._templates.expand(str(tracked.meta["namespace"]), tracked.body.get("spec") or {})
+        rollout = tracked.rollout(expansion)
         spec, _invalid = rollout.parsed_spec
         connections = Connections(flags=None)
         if spec is not None:
@@ -255,7 +274,7 @@ class Engine:
         read_flag = flag_check_due(
             status, now, tracked.flag_checked_at, timedelta(seconds=self.settings.drift_check_interval)
         )
-        verdicts = await measure_due(rollout, connections, now)
+        measured = await measure_due(rollout, connections, now)
         late = None
         # Only an analysis that decides a stage can be late: a routine one evaluates at its own tick.
         deciding = spec is not None and analysis_tick(spec, status, now) is None
@@ -267,7 +286,7 @@ class Engine:
             )
         try:
             async with self._turn(tracked, epoch):
-                decision = await act(rollout, connections, verdicts, now, read_flag=read_flag, late=late)
+                decision = await act(rollout, connections, measured, now, read_flag=read_flag, late=late)
                 if read_flag:
                     tracked.flag_checked_at = now
                 urgent = any(isinstance(a, RollBack) for a in decision.actions)
@@ -418,12 +437,51 @@ class Engine:
         tracked.unwritten = False
         tracked.written, tracked.written_at = new, time.monotonic()
         events, tracked.pending_events = tracked.pending_events, []
+        self._announce(tracked, status, [(reason, message) for _kind, reason, message in events])
         for kind, reason, message in events:
             try:
                 await api.post_event(tracked.meta, kind=kind, reason=reason, message=_one_line(message))
             except ApiServerError as error:
                 _log.warning("Posting the %s Event of %s/%s failed: %s", reason, namespace, name, error)
         return True
+
+    # -- notifications ---------------------------------------------------------------------------------------
+
+    def _announce(self, tracked: _Tracked, status: AIRolloutStatus, recorded: list[tuple[str, str]]) -> None:
+        """Hand the notified decisions just written to the notifier: it queues them and returns at once."""
+        notifier = self.notifier
+        if notifier is None:
+            return
+        spec = tracked.body.get("spec") or {}
+        for reason, message in recorded:
+            if reason not in NOTIFIED:
+                continue
+            notifier.submit(
+                Notice(
+                    uid=str(tracked.meta.get("uid")),
+                    namespace=str(tracked.meta["namespace"]),
+                    name=str(tracked.meta["name"]),
+                    reason=reason,
+                    message=message,
+                    time=datetime.now(UTC),
+                    phase=status.phase.value,
+                    stage=status.stage_name,
+                    percentage=status.percentage,
+                    flag=str((spec.get("flag") or {}).get("key") or "") or None,
+                    targets=notification_targets(spec),
+                )
+            )
+
+    async def record_delivery(self, uid: str, failure: str | None) -> None:
+        """The notifier's word on a rollout's notifications: the condition NotificationsDelivered, in status."""
+        tracked = self._rollouts.get(uid)
+        if tracked is None or not self._owns(uid):
+            return
+        async with tracked.turn:
+            rollout = tracked.rollout()
+            decision = plan_delivery(rollout.parsed_status, failure, datetime.now(UTC))
+            if decision.status != rollout.parsed_status:
+                await self._commit(tracked, rollout, decision, urgent=False)
 
     async def _consume_verb(self, tracked: _Tracked, rollout: Rollout, decision: Decision, api: ApiServer) -> bool:
         if decision.consume_verb and rollout.verb is not None:
@@ -444,6 +502,8 @@ class Engine:
 
     def _forget(self, uid: str, meta: Mapping[str, Any]) -> None:
         tracked = self._rollouts.pop(uid, None)
+        if self.notifier is not None:
+            self.notifier.forget(uid)
         self.scheduler.forget(uid)
         if tracked is not None and tracked.killing is not None:
             tracked.killing.cancel()
@@ -454,7 +514,7 @@ class Engine:
 
 # Values refreshed on every analysis; written when they are all that changed only every refresh interval.
 _VOLATILE = ("lastAnalysisAt",)
-_VOLATILE_GUARDRAIL = ("value", "controlValue", "message")
+_VOLATILE_GUARDRAIL = ("value", "controlValue", "message", "threshold", "evidence")
 
 
 def _essence(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -469,6 +529,11 @@ def _essence(status: Mapping[str, Any]) -> dict[str, Any]:
             condition = {k: v for k, v in condition.items() if k != "message"}
         conditions.append(condition)
     essence["conditions"] = conditions
+    # A comparison's counts of the stage under way, and the split's latest figures, grow with every analysis;
+    # the plan, the finished stages and whether the split holds are what a change is.
+    essence["comparisons"] = [{k: v for k, v in c.items() if k != "current"} for c in status.get("comparisons") or []]
+    ratio = status.get("sampleRatio")
+    essence["sampleRatio"] = {k: ratio.get(k) for k in ("stage", "expected", "mismatch")} if ratio else None
     return essence
 
 

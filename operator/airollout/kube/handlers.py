@@ -15,11 +15,13 @@ from typing import Any
 import kopf
 
 from airollout.kube import metrics
+from airollout.kube.alerts import AlertReceiver
 from airollout.kube.apiserver import ApiServer
 from airollout.kube.connections import ClientOptions, ConnectionCache
 from airollout.kube.engine import Engine
+from airollout.kube.notifications import Notifier
 from airollout.kube.shards import ShardLeases
-from airollout.model import GROUP, PLURAL, VERSION
+from airollout.model import GROUP, PLURAL, VERSION, SecretKeyRef
 from airollout.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -52,6 +54,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.engine = engine
     memo.closables = (routine, urgent, routine_api, urgent_api)
     memo.tasks = [asyncio.create_task(engine.run())]
+    # Notifications on the routine pools: a slow receiver or Secret read never touches the kill-switch lane.
+    engine.notifier = Notifier(tunables, routine_api, routine.secret, engine.record_delivery)
+    memo.tasks.append(asyncio.create_task(engine.notifier.run()))
+    memo.receiver = None
+    if tunables.alertmanager_port:
+        token = None
+        if tunables.alertmanager_token_secret:
+            namespace, name = tunables.alertmanager_token_secret.split("/", 1)
+            ref = SecretKeyRef(name=name, key="token")
+
+            async def token() -> str | None:
+                return await routine.secret(namespace, ref, "--alertmanager-token-secret")
+
+        memo.receiver = AlertReceiver(routine_api, engine.bodies, token)
+        await memo.receiver.start(tunables.alertmanager_port)
     if tunables.shards:
         engine.shards = ShardLeases(
             urgent_api,  # renewals must not queue behind routine writes, or a busy replica loses its shards
@@ -68,6 +85,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     """Stop the work first, then close the clients it uses (never the other way round)."""
+    if memo.receiver is not None:
+        await memo.receiver.stop()
     tasks: list[asyncio.Task[None]] = memo.tasks
     for task in reversed(tasks):  # the shards first: they drain their work and hand their Leases back
         task.cancel()

@@ -22,11 +22,13 @@ class Phase(StrEnum):
     PROGRESSING = "Progressing"
     PAUSED = "Paused"
     PROMOTED = "Promoted"
+    COMPLETED = "Completed"
+    """Promoted, and the post-release watch is over: the holdback is released too."""
     ROLLED_BACK = "RolledBack"
     FAILED = "Failed"
 
 
-TERMINAL_PHASES = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED})
+TERMINAL_PHASES = frozenset({Phase.PROMOTED, Phase.COMPLETED, Phase.ROLLED_BACK, Phase.FAILED})
 
 
 class _Model(BaseModel):
@@ -41,6 +43,23 @@ class Condition(_Model):
     last_transition_time: datetime
 
 
+class Evidence(_Model):
+    """A comparison's numbers for one segment at one analysis: what it estimates, how sure it is, how far along."""
+
+    estimate: float
+    """Candidate minus control in the harm direction, beyond the margin (above 0: worse than allowed)."""
+    lower_bound: float | None = None
+    """Harm is shown when this is above 0."""
+    upper_bound: float | None = None
+    candidate_samples: float
+    control_samples: float
+    samples_needed: float = 0
+    """Candidate samples the stage still needs before it can pass."""
+    time_needed: str | None = None
+    """How long those take at the current traffic (``4m``), when traffic flows."""
+    p_value: float | None = None
+
+
 class GuardrailStatus(_Model):
     """The latest judgement of one guardrail for one segment (one series of the query's result)."""
 
@@ -51,6 +70,52 @@ class GuardrailStatus(_Model):
     threshold: float | None = None
     control_value: float | None = None
     window: str | None = None
+    message: str = ""
+    evidence: Evidence | None = None
+
+
+class ArmTotals(_Model):
+    """One variant's sufficient statistics over one stage: samples, their sum (events for a rate), variance."""
+
+    n: float
+    total: float
+    variance: float
+
+
+class Stratum(_Model):
+    """One stage's counts of a comparison: strata are never pooled, because the split differs between stages."""
+
+    stage: str
+    control: ArmTotals
+    candidate: ArmTotals
+
+
+class ComparisonRecord(_Model):
+    """What a comparison fixed when its analysis started, and each finished stage's counts: enough to resume
+    after a restart and to audit every decision."""
+
+    guardrail: str
+    baseline: float
+    """The control's rate or mean when the test was planned."""
+    baseline_variance: float
+    information_star: float
+    """The information planned at the end of the first stage compared: tunes the confidence sequence."""
+    strata: tuple[Stratum, ...] = ()
+    """Finished stages, oldest first."""
+    current: Stratum | None = None
+    """The stage under way, as last counted."""
+
+
+class SampleRatioStatus(_Model):
+    """The last sample-ratio check of the stage under way."""
+
+    stage: str
+    expected: float
+    """The candidate's share the stage asks for."""
+    observed: float
+    units: float
+    p_value: float
+    mismatch: bool
     message: str = ""
 
 
@@ -87,6 +152,9 @@ class AIRolloutStatus(_Model):
     last_analysis_at: datetime | None = None
     handled_action: str | None = None
     """The last verb handled and what identifies it: the same request seen again never runs twice."""
+    comparisons: tuple[ComparisonRecord, ...] = ()
+    """Each comparison guardrail's plan and counts per stage (`spec.guardrails[].compare`)."""
+    sample_ratio: SampleRatioStatus | None = None
 
     def to_k8s(self) -> dict[str, object]:
         """The status as a merge patch: camelCase, RFC 3339 times; an unset top-level field is null (removed).
@@ -139,8 +207,8 @@ def _guardrails(entries: list[dict[str, Any]], limit: int) -> list[dict[str, Any
     ranked = list(entries)
     if len(ranked) > limit:
         # The worst outcomes first, so what is cut is what passed.
-        order = {"Breached": 0, "Error": 1, "Warning": 2, "NoData": 3}
-        ranked.sort(key=lambda e: order.get(str(e.get("outcome")), 4))
+        order = {"Breached": 0, "Error": 1, "Warning": 2, "Inconclusive": 3, "NoData": 4}
+        ranked.sort(key=lambda e: order.get(str(e.get("outcome")), 5))
         rest = ranked[limit - 1 :]
         outcomes = ", ".join(sorted({str(e.get("outcome")) for e in rest}))
         summary = {

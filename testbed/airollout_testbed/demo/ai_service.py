@@ -27,17 +27,29 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NamedTuple, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, Summary
 from prometheus_client import Counter as CounterMetric
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-__all__ = ["DEFAULT_VARIANT", "LOCALES", "AIService", "Behaviour", "FlagEvaluator", "Knobs", "LoadRegression", "main"]
+__all__ = [
+    "DEFAULT_VARIANT",
+    "LOCALES",
+    "AIService",
+    "Behaviour",
+    "Divert",
+    "FlagEvaluator",
+    "Knobs",
+    "LoadRegression",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,7 @@ _LATENCY_SIGMA = 0.25  # lognormal spread around the configured mean
 _QUALITY_SPREAD = 0.05
 _SHARE_WINDOW_REQUESTS = 1000  # the traffic share is a moving average over about this many requests
 _TICK_SECONDS = 0.1
+_ACTIVE_SECONDS = 10.0
 
 
 class _Knob(BaseModel):
@@ -90,6 +103,15 @@ class LoadRegression(_Knob):
     extra_error_rate: float = Field(default=0.0, ge=0, le=1)
 
 
+class Divert(_Knob):
+    """Serve ``to_variant`` to a share of the users FeatBit assigned ``from_variant``: a stale cache or a broken
+    bucketing, the faults a sample-ratio check is there to catch. The same users every time (by their number)."""
+
+    from_variant: str
+    to_variant: str
+    fraction: float = Field(ge=0, le=1)
+
+
 class Knobs(_Knob):
     """The service's behaviour; ``POST /knobs`` replaces the top-level fields it names, keeps the others."""
 
@@ -100,6 +122,7 @@ class Knobs(_Knob):
     overrides: dict[str, dict[str, Behaviour]] = {}
     """Per variation id, then per locale: ``{"canary": {"de": {"error_rate": 0.2}}}``."""
     load_regression: LoadRegression | None = None
+    divert: Divert | None = None
 
     @model_validator(mode="after")
     def _default_is_complete(self) -> Knobs:
@@ -131,6 +154,23 @@ class FlagEvaluator(Protocol):
         ...
 
 
+class _ActiveUsers(Collector):
+    """``ai_active_users{variant}``: the users each variant served in the last ``_ACTIVE_SECONDS``, at scrape."""
+
+    def __init__(self, seen: dict[int, tuple[str, float]]) -> None:
+        self._seen = seen
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = time.monotonic()
+        family = GaugeMetricFamily(
+            "ai_active_users", f"Users served each variant in the last {_ACTIVE_SECONDS:g}s.", labels=["variant"]
+        )
+        recent: Counter[str] = Counter(v for v, at in list(self._seen.values()) if now - at <= _ACTIVE_SECONDS)
+        for variant, users in sorted(recent.items()):
+            family.add_metric([variant], users)
+        yield family
+
+
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ("variant", "locale")
@@ -142,7 +182,22 @@ class _Metrics:
         self.quality = Summary(
             "ai_quality_score", "Quality score of successful answers (0-1).", labels, registry=registry
         )
+        # Units, not requests: the users each variant served lately. A sample-ratio check counts users, because
+        # one user's requests all go the same way: counted as requests, they look like far more evidence.
+        self._seen: dict[int, tuple[str, float]] = {}
+        registry.register(_ActiveUsers(self._seen))
+        # The flags evaluated beside the main one, for many rollouts on one service: requests and errors only.
+        flag_labels = ("flag", "variant")
+        self.flag_requests = CounterMetric(
+            "ai_flag_requests", "Requests per extra flag.", flag_labels, registry=registry
+        )
+        self.flag_errors = CounterMetric(
+            "ai_flag_errors", "Failed requests per extra flag.", flag_labels, registry=registry
+        )
         self._children: dict[tuple[str, str], tuple[Any, Any, Any, Any]] = {}
+
+    def assign(self, user: int, variant: str, now: float) -> None:
+        self._seen[user] = (variant, now)
 
     def record(self, variant: str, locale: str, seconds: float, failed: bool, quality: float) -> None:
         key = (variant, locale)
@@ -173,7 +228,7 @@ class AIService:
         self,
         flags: FlagEvaluator,
         flag_key: str,
-        *,
+        *extra_flags: str,
         knobs: Knobs | None = None,
         seed: int = 0,
         users: int = 10_000,
@@ -181,6 +236,8 @@ class AIService:
         port: int = 0,
     ) -> None:
         self.flag_key = flag_key
+        self.extra_flags = extra_flags
+        """Flags every request also evaluates, each a rollout of its own (``ai_flag_requests_total{flag}``)."""
         self._flags = flags
         self._knobs = knobs or Knobs()
         self._rng = random.Random(seed)
@@ -254,18 +311,28 @@ class AIService:
                 "share": {variant: round(share, 4) for variant, share in self._share.items()},
             }
 
-    def _variant(self, user: dict[str, Any]) -> str:
+    def _variant(self, user: dict[str, Any], flag: str | None = None) -> str:
         # Asking an SDK that is not ready would log a warning per request; the answer is the default anyway.
         if not self._flags.initialize:
             return DEFAULT_VARIANT
-        detail = self._flags.variation_detail(self.flag_key, user, False)
+        detail = self._flags.variation_detail(flag or self.flag_key, user, False)
         return str(detail.variation_id) if detail.variation_id else DEFAULT_VARIANT
 
     def _serve_one(self, knobs: Knobs) -> None:
         rng = self._rng
         n = rng.randrange(self._users)
         locale = _LOCALE_OF_DIGIT[n % 10]
-        variant = self._variant({"key": f"user-{n}", "name": f"user-{n}", "locale": locale})
+        user = {"key": f"user-{n}", "name": f"user-{n}", "locale": locale}
+        for flag in self.extra_flags:
+            extra = self._variant(user, flag)
+            self._metrics.flag_requests.labels(flag, extra).inc()
+            if rng.random() < knobs.behaviour(extra, locale).error_rate:
+                self._metrics.flag_errors.labels(flag, extra).inc()
+        variant = self._variant(user)
+        divert = knobs.divert
+        if divert is not None and variant == divert.from_variant and (n * 2654435761 % 2**32) / 2**32 < divert.fraction:
+            variant = divert.to_variant
+        self._metrics.assign(n, variant, time.monotonic())
         self._served[variant] += 1
         for name in self._share.keys() | {variant}:
             hit = 1.0 if name == variant else 0.0

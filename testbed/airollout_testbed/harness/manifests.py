@@ -40,6 +40,7 @@ def rollout_manifest(namespace: str, name: str, *, flag: str, env_id: str, api_u
 
 
 def install_crd(kubectl: Callable[..., object]) -> None:
-    """Apply the AIRollout CRD with ``kubectl(*args)`` and wait until the apiserver serves it."""
-    kubectl("apply", "--server-side", "-f", str(CRD))
-    kubectl("wait", "--for=condition=Established", "crd/airollouts.airollout.dev", "--timeout=60s")
+    """Apply the CRDs with ``kubectl(*args)`` (the AIRollout's, and its guardrail templates') and wait until the
+    apiserver serves them."""
+    kubectl("apply", "--server-side", "-f", str(CRD.parent))
+    kubectl("wait", "--for=condition=Established", "crd", "-l", "app.kubernetes.io/part-of=airollout", "--timeout=60s")
