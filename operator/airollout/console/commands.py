@@ -76,8 +76,8 @@ def add_console_commands(commands: Subcommands) -> None:
         help="show one rollout; --watch to follow it, --timeout to wait for it in CI",
         description=(
             "Show one rollout. With --timeout (and/or --paused-timeout), wait until it ends and exit 0 when "
-            "Promoted, 1 when RolledBack or Failed, 2 on timeout, 3 when Paused longer than --paused-timeout; "
-            "one line per change."
+            "Promoted or Completed, 1 when RolledBack or Failed, 2 on timeout, 3 when Paused longer than "
+            "--paused-timeout; one line per change."
         ),
     )
     status.add_argument("name", metavar="NAME")

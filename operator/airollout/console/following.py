@@ -1,7 +1,8 @@
 """Following one rollout: a live view for a person, and for a CI pipeline an exit status to branch on.
 
 Both poll the rollout through kubectl. `status --timeout` ends when the rollout does, with a status a
-script can test: 0 Promoted, 1 RolledBack or Failed, 2 out of time, 3 paused for longer than allowed.
+script can test: 0 Promoted (or Completed, after a post-release watch), 1 RolledBack or Failed, 2 out of
+time, 3 paused for longer than allowed.
 """
 
 from __future__ import annotations
@@ -70,14 +71,15 @@ def follow(
                 if ended is not None:
                     return ended
         if limits.timeout is not None and now - started >= limits.timeout:
-            return Outcome.TIMED_OUT, f"not Promoted, RolledBack or Failed within --timeout {_span(limits.timeout)}"
+            ended_by = "not Promoted, Completed, RolledBack or Failed"
+            return Outcome.TIMED_OUT, f"{ended_by} within --timeout {_span(limits.timeout)}"
         sleep(interval)
 
 
 def _ended(view: RolloutView, limits: Limits, paused_for: float | None) -> tuple[Outcome, str] | None:
     ref = f"{view.namespace}/{view.name}"
-    if view.phase == Phase.PROMOTED:
-        return Outcome.PROMOTED, f"{ref} is Promoted"
+    if view.phase in (Phase.PROMOTED, Phase.COMPLETED):
+        return Outcome.PROMOTED, f"{ref} is {view.phase}"
     if view.phase in (Phase.ROLLED_BACK, Phase.FAILED):
         return Outcome.ROLLED_BACK, f"{ref} is {view.phase}: {view.message}"
     if limits.paused_timeout is not None and paused_for is not None and paused_for > limits.paused_timeout:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airollout.model import Phase, parse_duration
+from airollout.model import POST_RELEASE_STAGE, Phase, parse_duration
 
 __all__ = ["GuardrailLine", "RolloutView", "StageLine", "format_duration", "parse_time", "read_rollout"]
 
@@ -60,7 +60,7 @@ class RolloutView:
 
     @property
     def terminal(self) -> bool:
-        return self.phase in (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.FAILED)
+        return self.phase in (Phase.PROMOTED, Phase.COMPLETED, Phase.ROLLED_BACK, Phase.FAILED)
 
     def bake_left(self, now: datetime) -> timedelta | None:
         """Time left in this stage's bake while the rollout progresses; None when nothing is baking."""
@@ -85,7 +85,7 @@ def read_rollout(rollout: Mapping[str, Any]) -> RolloutView:
     phase = str(status.get("phase") or Phase.PENDING)
     index = status.get("stageIndex")
     index = index if isinstance(index, int) else None
-    stages = tuple(_stage(raw, position, index, phase) for position, raw in enumerate(spec.get("stages") or []))
+    stages = tuple(_stage(raw, position, index, phase) for position, raw in enumerate(_path(spec)))
     if index is not None and index >= len(stages):
         index = None  # the spec lost stages since: show none as current rather than a wrong one
     flag: Mapping[str, Any] = spec.get("flag") or {}
@@ -133,7 +133,9 @@ def format_duration(span: timedelta) -> str:
 
 
 def _stage(raw: Mapping[str, Any], position: int, current: int | None, phase: str) -> StageLine:
-    if current is None:
+    if phase == Phase.COMPLETED:
+        state = "done"  # the post-release watch too, though the status points back at the last stage
+    elif current is None:
         state = "next"
     elif position < current or (position == current and phase == Phase.PROMOTED):
         state = "done"
@@ -146,6 +148,17 @@ def _stage(raw: Mapping[str, Any], position: int, current: int | None, phase: st
         duration=raw.get("duration"),
         state=state,
     )
+
+
+def _path(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The stages, then the post-release watch when the spec asks for one: the operator walks it as a stage."""
+    stages = list(spec.get("stages") or [])
+    watch = spec.get("postRelease")
+    if isinstance(watch, Mapping) and stages:
+        holdback = _number(watch.get("holdback"))
+        percentage = 100 - (2.0 if holdback is None else holdback)
+        stages.append({"name": POST_RELEASE_STAGE, "percentage": percentage, "duration": watch.get("duration")})
+    return stages
 
 
 def _bake_end(stage: StageLine | None, started: object) -> datetime | None:

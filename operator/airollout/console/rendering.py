@@ -24,6 +24,7 @@ _PHASE_STYLE: dict[str, str] = {
     Phase.PROGRESSING: "cyan",
     Phase.PAUSED: "yellow",
     Phase.PROMOTED: "green",
+    Phase.COMPLETED: "green",
     Phase.ROLLED_BACK: "red",
     Phase.FAILED: "red",
 }
