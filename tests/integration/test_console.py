@@ -221,7 +221,7 @@ def test_watch_redraws_in_place_in_a_terminal_and_prints_lines_in_a_pipe(
 
 
 def test_completion_through_kubectl_and_the_bash_script(
-    testbed: Testbed, namespace: str, flag_env: FeatBitDouble, env: dict[str, str]
+    testbed: Testbed, airollout_crd: Path, namespace: str, flag_env: FeatBitDouble, env: dict[str, str]
 ) -> None:
     rollout(testbed, flag_env, namespace, "embedding-v2", SLOW_STAGES)
     kubectl = str(tool("kubectl"))
