@@ -741,7 +741,9 @@ class _Planner:
         self._record(Reason.RESUMED, why, actor)
         self._update(phase=Phase.PROGRESSING, pause_reason=None, message=why)
         self._condition(ConditionType.PROGRESSING, True, Reason.RESUMED, why)
-        if reapply and self.status.stage_index is not None:
+        if self.status.stage_name == POST_RELEASE_STAGE and self.spec.post_release is None:
+            self._complete("spec.postRelease was removed while the watch was paused")
+        elif reapply and self.status.stage_index is not None:
             self._apply(self.status.stage_index, why)
 
     def _problem(self, problem: Problem) -> None:

@@ -189,6 +189,18 @@ def test_a_spec_edit_during_the_watch_keeps_it_and_removing_post_release_complet
     assert [a.index for a in removed.actions if isinstance(a, ApplyStage)] == [3]
 
 
+def test_removing_post_release_while_the_watch_is_paused_completes_on_resume() -> None:
+    spec = watched()
+    paused = plan(spec, watching(spec), Observation(flag=IN_SYNC, verb="pause"), T0 + timedelta(hours=1), 1)
+    unwatched = make_spec(**GUARDED)
+    edited = plan(unwatched, paused.status, Observation(flag=IN_SYNC), T0 + timedelta(hours=2), 2)
+    assert edited.status.phase is Phase.PAUSED
+    resumed = plan(unwatched, edited.status, Observation(flag=IN_SYNC, verb="resume"), T0 + timedelta(hours=3), 2)
+    assert reasons(resumed) == [Reason.RESUMED, Reason.COMPLETED]
+    assert resumed.status.phase is Phase.COMPLETED
+    assert [a.index for a in resumed.actions if isinstance(a, ApplyStage)] == [3]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
