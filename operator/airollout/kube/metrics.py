@@ -62,8 +62,8 @@ GUARDRAIL_VALUE = Gauge(
 )
 GUARDRAIL_OUTCOME = Gauge(
     "airollout_guardrail_outcome",
-    "1, labelled with a guardrail's last outcome per segment (Passed, Warning, Breached, NoData, Error): one series "
-    "per guardrail and segment.",
+    "1, labelled with a guardrail's last outcome per segment (Passed, Warning, Breached, NoData, Error, ...): one "
+    "series per guardrail and segment.",
     [*_GUARDRAIL, "outcome"],
 )
 RECONCILE_SECONDS = Histogram("airollout_reconcile_seconds", "Time one reconciliation took (observe, plan, act).")
