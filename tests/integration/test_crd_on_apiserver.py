@@ -53,8 +53,12 @@ def _get(testbed: Testbed, namespace: str, name: str) -> Manifest:
 
 
 def test_the_crd_is_established_with_its_short_name(testbed: Testbed, airollout_crd: Path) -> None:
-    resources = testbed.kubectl("api-resources", "--api-group=airollout.dev", "--no-headers").stdout.split()
-    assert resources == ["airollouts", "air", "airollout.dev/v1alpha1", "true", "AIRollout"]
+    lines = testbed.kubectl("api-resources", "--api-group=airollout.dev", "--no-headers").stdout.splitlines()
+    assert sorted(line.split() for line in lines) == [
+        ["airollouts", "air", "airollout.dev/v1alpha1", "true", "AIRollout"],
+        ["clusterguardrailtemplates", "cgrt", "airollout.dev/v1alpha1", "false", "ClusterGuardrailTemplate"],
+        ["guardrailtemplates", "grt", "airollout.dev/v1alpha1", "true", "GuardrailTemplate"],
+    ]
 
 
 def test_the_example_is_accepted_and_stored_with_the_models_defaults(
@@ -65,7 +69,14 @@ def test_the_example_is_accepted_and_stored_with_the_models_defaults(
     stored = _get(testbed, namespace, "embedding-v2")["spec"]
     assert stored["flag"]["dispatchKey"] == "keyId"
     assert stored["stages"][0]["percentage"] == 0
-    assert stored["analysis"] == {"interval": "30s", "consecutiveErrorLimit": 3}
+    assert stored["analysis"] == {
+        "interval": "30s",
+        "consecutiveErrorLimit": 3,
+        "warmup": "60s",
+        "falseRollbackRate": 0.05,
+        "onInsufficientSample": "hold",
+        "maxExtensions": 2,
+    }
     assert stored["prometheus"]["timeout"] == "10s"
     assert stored["featbit"]["tokenSecretRef"] == {"name": "featbit", "key": "token"}
     assert AIRolloutSpec.model_validate(stored) == AIRolloutSpec.model_validate(_example(namespace)["spec"])

@@ -39,9 +39,13 @@ NAMESPACED_RULES = {
     ("airollout.dev", "airollouts/status"): {"patch"},
     ("", "events"): {"create"},
     ("", "secrets"): {"get"},
+    ("airollout.dev", "guardrailtemplates"): {"get"},
 }
+CLUSTER_TEMPLATE_RULES = {("airollout.dev", "clusterguardrailtemplates"): {"get"}}
+"""Cluster-scoped, so a ClusterRole of its own even in a namespaced install."""
 CLUSTER_RULES = {
     **NAMESPACED_RULES,
+    **CLUSTER_TEMPLATE_RULES,
 }
 COMPILERS = re.compile(r"\b(gcc|g\+\+|cc|clang|make|build-essential|python3?-dev|apt-get|apk)\b")
 
@@ -269,9 +273,12 @@ def test_cluster_wide_rbac_grants_exactly_what_the_operator_calls() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "airollout", "namespace": RELEASE_NAMESPACE}]
 
 
-def test_namespaced_rbac_is_a_role_in_each_watched_namespace_and_nothing_cluster_wide() -> None:
+def test_namespaced_rbac_is_a_role_in_each_watched_namespace_and_cluster_wide_only_cluster_templates() -> None:
     docs = _render("rbac.clusterWide=false", "watchNamespaces={search,ranking}")
-    assert _of_kind(docs, "ClusterRole", "ClusterRoleBinding") == []
+    (cluster_role,) = _of_kind(docs, "ClusterRole")
+    assert _granted(cluster_role) == CLUSTER_TEMPLATE_RULES
+    (cluster_binding,) = _of_kind(docs, "ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
     roles = _of_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["ranking", "search"]
     assert all(_granted(role) == NAMESPACED_RULES for role in roles)

@@ -80,4 +80,14 @@ What the operator calls in a namespace it watches, and nothing more:
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+# The guardrail templates AIRollouts reference: read one by one and cached (--template-ttl), never listed.
+- apiGroups: [airollout.dev]
+  resources: [guardrailtemplates]
+  verbs: [get]
+{{- end }}
+
+{{- define "airollout.clusterTemplateRules" -}}
+- apiGroups: [airollout.dev]
+  resources: [clusterguardrailtemplates]
+  verbs: [get]
 {{- end }}
