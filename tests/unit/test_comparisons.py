@@ -356,3 +356,19 @@ def test_by_default_a_stage_short_of_its_sample_holds_however_long_it_takes() ->
     held = decide(spec, in_stage(spec), analysed(spec, in_stage(spec), short, after=7200), after=7200)
     assert held.phase is Phase.PROGRESSING
     assert held.stage_name == "canary"
+
+
+def test_a_stage_of_internal_users_alone_is_not_compared_and_does_not_wait_for_a_sample() -> None:
+    spec = AIRolloutSpec.model_validate(
+        {
+            **make_spec().model_dump(by_alias=True, exclude_none=True),
+            "stages": [
+                {"name": "internal", "segments": ["staff"], "duration": "1m"},
+                {"name": "canary", "percentage": 5, "duration": "10m"},
+            ],
+        }
+    )
+    verdict = analysed(spec, in_stage(spec), traffic((20, 1), (57000, 570))).verdicts[0]
+    assert verdict.outcome is Outcome.PASSED
+    assert "compared from the first that does" in verdict.segments[0].message
+    assert verdict.record is None

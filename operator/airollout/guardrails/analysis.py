@@ -92,6 +92,9 @@ async def analyse(
             return _held(guardrail, "no stage under way", "")
         if stage.percentage >= 100:
             return _passed(guardrail, "the control serves no traffic at 100%: nothing left to compare with")
+        if stage.percentage <= 0:
+            # Internal users are few by design: no stage of theirs could ever collect a comparison's sample.
+            return _passed(guardrail, f"stage {stage.name} serves no percentage: compared from the first that does")
         if window < 1:
             return _held(guardrail, f"warming up: counting starts {spec.analysis.warmup} into the stage", "")
         overall_alpha, segment_alpha = alphas[guardrail.name]
