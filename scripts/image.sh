@@ -98,6 +98,8 @@ build() {
 
 case "${1:-}" in
   build) build ;;
-  buildah) shift; buildah_ "$@" ;;
+  # exec: a signal sent to this script reaches buildah, which passes it on to what it runs.
+  buildah) shift; mkdir -p "$IMAGE_CACHE/tmp"; TMPDIR="$IMAGE_CACHE/tmp" exec buildah --root "$IMAGE_CACHE/storage" \
+    --runroot "$IMAGE_CACHE/run" --storage-driver vfs "$@" ;;
   *) echo "usage: $0 build | buildah ARGS..." >&2; exit 2 ;;
 esac

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
+from typing import Any, cast
 
 import kopf
 
@@ -44,6 +46,10 @@ def run_operator(
             clusterwide=not namespaces,
             namespaces=list(namespaces),
             liveness_endpoint=liveness,
+            # Kopf would name the process after the user's login name, which a numeric user with no passwd entry
+            # (the image's, or an arbitrary UID a platform assigns) lacks, and it would stop at start-up; the
+            # host name (the pod's name) identifies it as well. (Kopf's type for it is not public, hence Any.)
+            identity=cast(Any, socket.gethostname()),
             memo=kopf.Memo(settings=settings or Settings()),
         )
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from airollout_testbed.sandbox import processes
@@ -20,13 +21,24 @@ START_TIMEOUT = 60.0
 
 
 class OperatorProcess:
-    """`airollout run ARGS` with ``KUBECONFIG=kubeconfig``, recorded as process ``name`` of ``directory``."""
+    """`airollout run ARGS` with ``KUBECONFIG=kubeconfig``, recorded as process ``name`` of ``directory``.
 
-    def __init__(self, directory: Path, kubeconfig: str | Path, *args: str, name: str = "operator") -> None:
+    ``command`` is how `airollout` is called: this Python's by default; the image test calls the one in the image.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        kubeconfig: str | Path,
+        *args: str,
+        name: str = "operator",
+        command: Sequence[str] = (sys.executable, "-m", "airollout"),
+    ) -> None:
         self.directory = directory
         self.kubeconfig = kubeconfig
         self.args = args
         self.name = name
+        self.command = tuple(command)
 
     @property
     def log(self) -> Path:
@@ -46,7 +58,7 @@ class OperatorProcess:
         started = processes.start(
             self.directory,
             self.name,
-            [sys.executable, "-m", "airollout", "run", "--liveness", liveness, *self.args],
+            [*self.command, "run", "--liveness", liveness, *self.args],
             env={"KUBECONFIG": str(self.kubeconfig)},
         )
         try:
