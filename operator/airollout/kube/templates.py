@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -124,12 +124,16 @@ class GuardrailTemplates:
         if not keys:
             return Expansion(spec)
         found: dict[TemplateKey, Mapping[str, Any] | None] = {}
+        unreadable = None
         for key in dict.fromkeys(keys):
             try:
                 found[key] = await self._read(key)
             except ApiServerError as error:
-                return Expansion(spec={**spec, "guardrails": []}, problem=_unreadable(key, error))
-        return expand(spec, namespace, found)
+                # Its guardrails are left out like a missing template's; the others are still judged.
+                found[key] = None
+                unreadable = unreadable or _unreadable(key, error)
+        expansion = expand(spec, namespace, found)
+        return replace(expansion, problem=unreadable) if unreadable is not None else expansion
 
     async def _read(self, key: TemplateKey) -> Mapping[str, Any] | None:
         cached = self._cache.get(key)
@@ -138,7 +142,7 @@ class GuardrailTemplates:
         try:
             template = await self._api.read_template(TEMPLATE_PLURALS[key.kind], key.name, key.namespace or None)
         except ApiServerError:
-            if cached is not None and cached[1] is not None:
+            if cached is not None:
                 return cached[1]  # an apiserver hiccup: the last version read still holds
             raise
         if template is None:
