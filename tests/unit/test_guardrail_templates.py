@@ -6,7 +6,7 @@ operator reading real templates from the apiserver is tested in tests/integratio
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -155,3 +155,21 @@ def test_a_pending_rollout_whose_template_is_missing_does_not_start_and_says_why
     assert [e.reason for e in resolved.entries] == ["Started"]
     (ok,) = [c for c in resolved.status.conditions if c.type == ConditionType.GUARDRAIL_TEMPLATES_RESOLVED]
     assert ok.status == "True"
+
+
+def test_a_running_rollout_whose_template_went_missing_does_not_advance_past_its_bake_time() -> None:
+    parsed = AIRolloutSpec.model_validate(
+        {
+            **spec(),
+            "stages": [{"name": "canary", "percentage": 5, "duration": "10s"}, {"name": "full", "percentage": 100}],
+        }
+    )
+    started = plan(parsed, AIRolloutStatus(), Observation(), T0, 1).status
+    problem = Problem(Reason.GUARDRAIL_TEMPLATE_NOT_FOUND, "GuardrailTemplate 'ai-errors' ... does not exist")
+    later = T0 + timedelta(minutes=5)
+    held = plan(parsed, started, Observation(unresolved=problem), later, 1)
+    assert (held.status.phase, held.status.stage_name, held.actions) == (Phase.PROGRESSING, "canary", ())
+    assert [e.reason for e in held.entries] == ["GuardrailTemplateNotFound"]
+    assert held.status.message == problem.message
+    moved = plan(parsed, held.status, Observation(), later, 1)
+    assert moved.status.stage_name == "full"
