@@ -112,6 +112,10 @@ class Notifier:
         if turn is not None and not turn.locked():
             del self._turns[uid]
 
+    async def drained(self) -> None:
+        """Return once every notice submitted so far was delivered or given up."""
+        await self._queue.join()
+
     async def run(self) -> None:
         """Deliver until cancelled."""
         workers = [asyncio.create_task(self._work()) for _ in range(self._settings.notification_workers)]
