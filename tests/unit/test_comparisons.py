@@ -199,6 +199,10 @@ def test_a_variant_with_no_series_is_no_data_never_zero() -> None:
     verdict = analysed(make_spec(), in_stage(make_spec()), source).verdicts[0]
     assert verdict.outcome is Outcome.NO_DATA
     assert "no series for the control" in verdict.segments[0].message
+    # In the window's first seconds Prometheus may simply not have two scrapes of it yet.
+    young = analysed(make_spec(), in_stage(make_spec()), source, after=20).verdicts[0]
+    assert young.outcome is Outcome.INCONCLUSIVE
+    assert "no counts for the control yet, 10s into the stage" in young.segments[0].message
 
 
 def test_a_query_that_fails_is_an_error_that_quotes_it_not_a_breach() -> None:

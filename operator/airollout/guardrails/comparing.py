@@ -35,6 +35,9 @@ __all__ = ["ComparisonContext", "judge_comparison"]
 _MAX_SEGMENTS = 5
 """Segments tested per comparison: the busiest ones (spec: top K by traffic, K <= 5)."""
 
+_FIRST_COUNTS_SECONDS = 30
+"""A window younger than this may have no series yet (two scrapes are needed): not yet a sign of no data."""
+
 _STATE_OUTCOME = {
     "harm": Outcome.BREACHED,
     "safe": Outcome.PASSED,
@@ -130,6 +133,11 @@ def judge_comparison(
     control = _pooled(list(counted.control.values()))
     if candidate is None or control is None:
         missing = "the candidate" if candidate is None else "the control"
+        if context.window_seconds < _FIRST_COUNTS_SECONDS:
+            # increase() needs two scrapes inside its window: a window this young has no series yet.
+            why = f"{guardrail.name} inconclusive: no counts for {missing} yet, {window} into the stage"
+            judgement = SegmentJudgement(guardrail.name, "", Outcome.INCONCLUSIVE, None, None, None, window, why)
+            return GuardrailVerdict(guardrail.name, Outcome.INCONCLUSIVE, (judgement,), record=context.record)
         detail = "; ".join(counted.problems)
         return _no_data(guardrail, f"no series for {missing}" + (f" ({detail})" if detail else ""), window, context)
     try:
