@@ -545,8 +545,16 @@ def _shrunk(status: AIRolloutStatus) -> AIRolloutStatus:
     """A status that fits etcd whatever went wrong: fewer history entries, no per-segment detail."""
     note = "status shrunk to fit the apiserver's size limit: guardrail detail and older history left out"
     history = tuple(entry.model_copy(update={"guardrails": ()}) for entry in status.history[-10:])
+    # A comparison without its older stages stays valid (it only loses their evidence); the stage under way
+    # is counted afresh from Prometheus at the next analysis.
+    comparisons = tuple(c.model_copy(update={"strata": c.strata[-1:], "current": None}) for c in status.comparisons)
     return status.model_copy(
-        update={"history": history, "guardrails": (), "message": f"{status.message[:500]} ({note})"}
+        update={
+            "history": history,
+            "guardrails": (),
+            "comparisons": comparisons,
+            "message": f"{status.message[:500]} ({note})",
+        }
     )
 
 
