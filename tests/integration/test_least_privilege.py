@@ -1,7 +1,8 @@
 """Least privilege, proven: the operator runs on nothing but its chart's ServiceAccount, and needs all of it.
 
-With every rule the chart grants, a rollout goes to Promoted and a kill switch lands while the apiserver's audit
-log shows no request refused. Then each rule (one verb on one resource) is taken away in turn, and a behaviour a
+With every rule the chart grants, rollouts judged on a GuardrailTemplate and a ClusterGuardrailTemplate go to
+Promoted, one notifies a webhook, and a kill switch lands, while the apiserver's audit log shows no request
+refused. Then each rule (one verb on one resource) is taken away in turn, and a behaviour a
 user relies on is named that stops: no rule is spare. Both install modes, cluster-wide and namespaced.
 """
 
@@ -26,6 +27,8 @@ _NEEDED = {
     Rule("airollout.dev", "airollouts/status", "patch"): "starts a rollout",
     Rule("", "events", "create"): "records Events",
     Rule("", "secrets", "get"): "promotes a rollout",
+    Rule("airollout.dev", "guardrailtemplates", "get"): "judges a rollout on a GuardrailTemplate",
+    Rule("airollout.dev", "clusterguardrailtemplates", "get"): "judges a rollout on a ClusterGuardrailTemplate",
 }
 MODES = {"cluster-wide": _NEEDED, "namespaced": _NEEDED}
 """Per install mode, every rule the chart grants and the behaviour that stops without it."""
