@@ -64,6 +64,7 @@ def test_health_and_actions_on_real_rollouts_in_every_phase(
         # As Argo CD does: run the action on the live object, then merge-patch the difference into it.
         live = get_rollout(testbed, namespace, name)
         patch = merge_patch(live, run_action(action, live))
+        assert list(patch) == ["metadata"], patch  # the verb's annotation, nothing of status
         testbed.kubectl("-n", namespace, "patch", "airollout", name, "--type=merge", "-p", json.dumps(patch))
 
     def reach(name: str, phase: str) -> None:
@@ -93,6 +94,7 @@ def test_health_and_actions_on_real_rollouts_in_every_phase(
     write_back("rolled-back", "retry")
     wait_for("the retry", lambda: status_of(testbed, namespace, "rolled-back").get("stageName") == "canary")
     history = status_of(testbed, namespace, "rolled-back")["history"]
+    assert {e["actor"] for e in history if e["reason"] == "KillSwitchEngaged"} == {"kubectl-patch"}
     assert [e["reason"] for e in history if e["reason"] in ("KillSwitchEngaged", "Restarted")] == [
         "KillSwitchEngaged",
         "Restarted",

@@ -32,8 +32,12 @@ def discover_actions(obj: Mapping[str, Any], folder: Path = AIROLLOUT_CUSTOMIZAT
 
 
 def run_action(action: str, obj: Mapping[str, Any], folder: Path = AIROLLOUT_CUSTOMIZATION) -> dict[str, Any]:
-    """The object actions/ACTION/action.lua returns for ``obj``."""
-    return _run(folder / "actions" / action / "action.lua", obj)  # type: ignore[no-any-return]
+    """The object actions/ACTION/action.lua returns for ``obj``.
+
+    Lua has one kind of table, so an empty list comes back as an empty map; Argo CD restores each empty
+    table to what the input held at the same place before it diffs and patches, and so does this.
+    """
+    return _restore_empty(_run(folder / "actions" / action / "action.lua", obj), obj)  # type: ignore[no-any-return]
 
 
 def load_yaml(path: Path) -> Any:
@@ -62,6 +66,16 @@ def _to_lua(lua: Any, value: Any) -> Any:
     if isinstance(value, list):
         return lua.table_from([_to_lua(lua, item) for item in value])
     return value
+
+
+def _restore_empty(returned: Any, original: Any) -> Any:
+    if returned == {} and isinstance(original, list):
+        return []
+    if isinstance(returned, dict) and isinstance(original, Mapping):
+        return {key: _restore_empty(value, original.get(key)) for key, value in returned.items()}
+    if isinstance(returned, list) and isinstance(original, list):
+        return [_restore_empty(value, original[i] if i < len(original) else None) for i, value in enumerate(returned)]
+    return returned
 
 
 def _from_lua(value: Any) -> Any:
