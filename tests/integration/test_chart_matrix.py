@@ -35,7 +35,8 @@ COMBINATIONS = {
     "defaults": ((), _BASE | _CLUSTER_WIDE),
     "namespaced": (
         ("rbac.clusterWide=false", "watchNamespaces={NS-a,NS-b}"),
-        {"serviceaccount", "deployment.apps"} | _ROLES,
+        # ClusterGuardrailTemplates are cluster-scoped: a ClusterRole for them alone, even here.
+        _BASE | _CLUSTER_WIDE | _ROLES,
     ),
     "metrics": (("metrics.enabled=true",), _BASE | _CLUSTER_WIDE | _METRICS),
     "service-monitor": (
@@ -100,7 +101,9 @@ def _descriptions(schema: dict[str, object], path: str = "") -> dict[str, str]:
 def test_the_crds_ship_in_the_chart_and_the_documented_upgrade_replaces_what_helm_installed_keeping_descriptions(
     testbed: Testbed, airollout_crd: Path
 ) -> None:
-    shipped = [document for document in yaml.safe_load_all(testbed.helm("show", "crds", str(CHART)).stdout) if document]
+    # `helm show crds` joins the files without separators; `template --include-crds` keeps them documents apart.
+    rendered = testbed.helm("template", "crds", str(CHART), "--include-crds").stdout
+    shipped = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "CustomResourceDefinition"]
     in_repository = [yaml.safe_load(path.read_text()) for path in sorted(CRDS.glob("*.yaml"))]
     assert sorted(d["metadata"]["name"] for d in shipped) == sorted(d["metadata"]["name"] for d in in_repository)
     # An older release, as `helm install` created it from the chart's crds/ (its own field manager): one
