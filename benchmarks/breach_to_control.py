@@ -59,7 +59,7 @@ def _start_ai_service(stack: Stack) -> str:
         JOB,
         [
             sys.executable, "-m", "airollout_testbed.demo.ai_service", "--port", str(port), "--flag", FLAG,
-            "--env-secret", stack.env["FEATBIT_ENV_SECRET"], "--eval-url", stack.env["FEATBIT_EVAL_URL"],
+            f"--env-secret={stack.env['FEATBIT_ENV_SECRET']}", "--eval-url", stack.env["FEATBIT_EVAL_URL"],
             "--streaming-url", stack.streaming_url, "--websocket-timeout", "1", "--rps", "200",
         ],
     )  # fmt: skip

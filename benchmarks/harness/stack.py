@@ -118,7 +118,7 @@ class Stack:
             job,
             [
                 sys.executable, "-m", "airollout_testbed.demo.ai_service", "--port", str(port), "--flag", flag,
-                "--env-secret", self.env["FEATBIT_ENV_SECRET"], "--eval-url", self.env["FEATBIT_EVAL_URL"],
+                f"--env-secret={self.env['FEATBIT_ENV_SECRET']}", "--eval-url", self.env["FEATBIT_EVAL_URL"],
                 "--streaming-url", self.streaming_url, "--websocket-timeout", "1", "--rps", f"{rps:g}",
             ],
         )  # fmt: skip
