@@ -25,6 +25,9 @@ __all__ = ["Replay", "ReplayedDecision", "replay"]
 
 _GENERATION = 1
 """The manifest is one generation: a replay never sees the spec edited."""
+_REACTION = timedelta(milliseconds=1)
+"""How long after a deadline the operator decides: never on it, so a stage it starts begins just after a tick,
+and the whole seconds its comparisons count from the stage's start come out as the operator's did."""
 _NO_DRIFT_CHECK = timedelta(days=365 * 1000)
 """FeatBit is never read in a replay, so the engine's drift check is put beyond any range replayed."""
 
@@ -126,4 +129,4 @@ async def replay(
         if due.at > end:
             at = f" at stage {status.stage_name}" if status.stage_name else ""
             return Replay(tuple(decisions), status, f"the range ended with the rollout {status.phase}{at}")
-        now = max(now, due.at)
+        now = max(now, due.at) + _REACTION
