@@ -51,10 +51,10 @@ def test_the_rendered_chart_is_accepted_by_the_apiserver(
     ).stdout  # fmt: skip
     applied = testbed.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered).stdout
     kinds = {line.split("/")[0] for line in applied.splitlines()}
+    # A ClusterRole either way: ClusterGuardrailTemplates are cluster-scoped, even for a namespaced install.
     expected = {"serviceaccount", "deployment.apps", "service"}
-    if cluster_wide:
-        expected |= {"clusterrole.rbac.authorization.k8s.io", "clusterrolebinding.rbac.authorization.k8s.io"}
-    else:
+    expected |= {"clusterrole.rbac.authorization.k8s.io", "clusterrolebinding.rbac.authorization.k8s.io"}
+    if not cluster_wide:
         expected |= {"role.rbac.authorization.k8s.io", "rolebinding.rbac.authorization.k8s.io"}
     assert kinds == expected
 
