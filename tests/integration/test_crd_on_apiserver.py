@@ -125,8 +125,9 @@ def _add_second_guardrail(spec: Manifest) -> None:
 
 
 def _drop_thresholds(spec: Manifest) -> None:
+    # The example's second guardrail is its threshold one (the first is a comparison).
     for threshold in ("max", "maxIncreaseOverControl", "warnAt"):
-        del spec["guardrails"][0][threshold]
+        spec["guardrails"][1].pop(threshold, None)
 
 
 # (case, change to the example's spec, what the user must read)
@@ -189,23 +190,23 @@ INVALID = [
     ),
     (
         "no-data-unknown",
-        _set("guardrails.0.noData", "ignore"),
-        'spec.guardrails[0].noData: Unsupported value: "ignore": supported values: "hold", "pass", "fail"',
+        _set("guardrails.1.noData", "ignore"),
+        'spec.guardrails[1].noData: Unsupported value: "ignore": supported values: "hold", "pass", "fail"',
     ),
     (
         "guardrail-with-max-and-min",
-        _set("guardrails.0.min", 0.1),
-        "spec.guardrails[0]: Invalid value: set max or min, not both",
+        _set("guardrails.1.min", 0.1),
+        "spec.guardrails[1]: Invalid value: set max or min, not both",
     ),
     (
         "guardrail-without-thresholds",
         _drop_thresholds,
-        "spec.guardrails[0]: Invalid value: a guardrail needs a threshold; set max, min or maxIncreaseOverControl",
+        "spec.guardrails[1]: Invalid value: a guardrail needs a threshold; set max, min or maxIncreaseOverControl",
     ),
     (
         "negative-increase-over-control",
-        _set("guardrails.0.maxIncreaseOverControl", -0.1),
-        "spec.guardrails[0].maxIncreaseOverControl: Invalid value: -0.1",
+        _set("guardrails.1.maxIncreaseOverControl", -0.1),
+        "spec.guardrails[1].maxIncreaseOverControl: Invalid value: -0.1",
     ),
     (
         "guardrails-without-prometheus",
