@@ -413,15 +413,20 @@ class Engine:
         unchanged = tracked.written is not None and _essence(new) == _essence(tracked.written)
         if unchanged and not due_refresh and not tracked.unwritten:
             return await self._consume_verb(tracked, rollout, decision, api)
-        if not await self._write(tracked, status, api):
+        # Only a decision the apiserver does not hold yet must be written before FeatBit moves again; a refresh
+        # of fresh values (or a new process writing what it found) that fails holds nothing back.
+        stored = tracked.written
+        if stored is None:  # a new process: what the apiserver holds, in the shape the engine writes
+            stored = AIRolloutStatus.model_validate(dict(tracked.body.get("status") or {})).to_k8s()
+        if not await self._write(tracked, status, api, ahead=_essence(new) != _essence(stored)):
             return False
         return await self._consume_verb(tracked, rollout, decision, api)
 
-    async def _write(self, tracked: _Tracked, status: AIRolloutStatus, api: ApiServer) -> bool:
+    async def _write(self, tracked: _Tracked, status: AIRolloutStatus, api: ApiServer, *, ahead: bool = True) -> bool:
         """Write the planned status (shrunk if the apiserver finds it too large), then the Events that waited."""
         namespace, name = tracked.meta["namespace"], tracked.meta["name"]
         new = tracked.planned = status.to_k8s()
-        tracked.unwritten = True
+        tracked.unwritten = tracked.unwritten or ahead
         try:
             await api.patch_status(namespace, name, new)
         except ApiServerError as error:
