@@ -170,17 +170,7 @@ def _planned(
     if sequential.validity(control, candidate, proportion=proportion) is not None:
         return None
     try:
-        plan = sequential.design(
-            control.mean,
-            control.variance,
-            proportion=proportion,
-            detect=_detect(comparison),
-            margin=_margin(comparison),
-            candidate_share=_share(context, arms),
-            alpha=context.alpha,
-            vif=comparison.variance_inflation,
-            higher_is_better=comparison.higher_is_better,
-        )
+        plan = _design(comparison, control.mean, control.variance, context, arms)
     except ValueError:
         return None
     return ComparisonRecord(
@@ -188,6 +178,27 @@ def _planned(
         baseline=control.mean,
         baseline_variance=control.variance,
         information_star=plan.information_star,
+    )
+
+
+def _design(
+    comparison: Comparison,
+    baseline: float,
+    variance: float,
+    context: ComparisonContext,
+    arms: tuple[sequential.Arm, sequential.Arm],
+) -> sequential.Design:
+    """The stage's plan from the control's baseline: the sample it needs at its share, at this budget."""
+    return sequential.design(
+        baseline,
+        variance,
+        proportion=comparison.statistic is Statistic.PROPORTION,
+        detect=_detect(comparison),
+        margin=_margin(comparison),
+        candidate_share=_share(context, arms),
+        alpha=context.alpha,
+        vif=comparison.variance_inflation,
+        higher_is_better=comparison.higher_is_better,
     )
 
 
@@ -232,17 +243,7 @@ def _assess(
             f"{name} inconclusive{where}: {gate} (window {window})", evidence,
         )  # fmt: skip
         return judgement, 0.0
-    plan = sequential.design(
-        record.baseline,
-        record.baseline_variance,
-        proportion=proportion,
-        detect=_detect(comparison),
-        margin=_margin(comparison),
-        candidate_share=_share(context, arms),
-        alpha=context.alpha,
-        vif=comparison.variance_inflation,
-        higher_is_better=comparison.higher_is_better,
-    )
+    plan = _design(comparison, record.baseline, record.baseline_variance, context, arms)
     strata = [(_live_arm(s.control), _live_arm(s.candidate)) for s in record.strata] if not segment else []
     assessment = sequential.assess(
         [*strata, arms],
